@@ -1,4 +1,7 @@
-"""Command line: `run` the operator, `render` a case, print `crds`, `--version`."""
+"""Command line: `run` the operator, `render` a case, print `crds`, `--version`.
+
+Subcommands import their module lazily, so `--version` and `render` never start kopf.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,31 @@ from prefect_job_operator import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; subcommands are added by the modules that own them."""
+    """The argument parser of the `prefect-job-operator` command."""
     parser = argparse.ArgumentParser(
         prog="prefect-job-operator",
         description="Run Prefect 3 work pools as a Kubernetes operator.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=None,
+        help="watch only this namespace (repeatable); default: PJO_NAMESPACES or cluster-wide",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+
+    render = sub.add_parser(
+        "render", help="print the Job (and Secrets) a flow run would get, from a case file"
+    )
+    render.add_argument("case", help="case JSON file (the oracle's format), or - for stdin")
+
+    crds = sub.add_parser("crds", help="print the generated CustomResourceDefinition YAML")
+    crds.add_argument("--check", metavar="DIR", help="exit 1 if DIR's CRD files differ")
     return parser
 
 
@@ -24,7 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `prefect-job-operator` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
-    return 0
+    if args.command == "run":
+        from prefect_job_operator.runner import run_operator
+
+        return run_operator(namespaces=args.namespace, verbose=args.verbose)
+    if args.command == "render":
+        from prefect_job_operator.rendering.case import render_case_command
+
+        return render_case_command(args.case)
+    if args.command == "crds":
+        from prefect_job_operator.api.crdgen import crds_command
+
+        return crds_command(check_dir=args.check)
+    parser.print_help(sys.stderr)
+    return 2

@@ -1,0 +1,55 @@
+"""Operator-wide settings, read once from the environment by the CLI.
+
+Environment variables use the prefix ``PJO_``. The Prefect connection falls back to the
+variables Prefect users already set (``PREFECT_API_URL``, ``PREFECT_API_KEY``,
+``PREFECT_API_AUTH_STRING``), so the operator drops in where a worker ran.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Defaults for every WorkPool; a WorkPool's spec overrides them."""
+
+    model_config = SettingsConfigDict(env_prefix="PJO_", extra="ignore")
+
+    instance: str = Field(
+        "prefect-job-operator",
+        description="Name of this operator installation; the server-side label selector of its "
+        "Job and Pod watches, so two installations never see each other's Jobs.",
+    )
+    api_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PJO_API_URL", "PREFECT_API_URL"),
+        description="Default Prefect API URL, e.g. http://prefect-server:4200/api.",
+    )
+    api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PJO_API_KEY", "PREFECT_API_KEY")
+    )
+    api_auth_string: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PJO_API_AUTH_STRING", "PREFECT_API_AUTH_STRING")
+    )
+    api_key_secret_name: str | None = Field(
+        None,
+        description="Kubernetes Secret (in each Job namespace) holding the API key that Jobs "
+        "receive as a secretKeyRef; the key is never written into a Job in plain text.",
+    )
+    api_key_secret_key: str = "api-key"
+    api_auth_string_secret_name: str | None = None
+    api_auth_string_secret_key: str = "auth-string"
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose WorkPools, Jobs and Pods this operator watches; empty means "
+        "cluster-wide.",
+    )
+    health_host: str = "0.0.0.0"
+    health_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz and /metrics.")
+    default_image: str = Field(
+        "prefecthq/prefect:3.9.1-python3.11",
+        description="Image of a Job whose template and job variables name none (upstream's rule).",
+    )
+    lease_duration_seconds: int = Field(15, ge=5)
+    log_format: str = Field("json", pattern="^(json|plain)$")
