@@ -1,0 +1,44 @@
+"""Condition types and reasons of a WorkPool's status (the metav1.Condition shape).
+
+`writeback.cr_status` sets them; users and `kubectl wait --for=condition=Ready` read them.
+Reasons are CamelCase constants so dashboards can match on them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Condition types.
+READY: Final = "Ready"
+"""True when the API is reachable, the pool is synced and the dispatcher polls."""
+POOL_SYNCED: Final = "PoolSynced"
+"""True when the Prefect work pool exists and matches the spec (template, paused, limit)."""
+API_REACHABLE: Final = "APIReachable"
+"""True when the last call to the Prefect API succeeded (network and credentials)."""
+POLLING: Final = "Polling"
+"""True when this replica holds the pool's Lease and its last poll was recent and succeeded."""
+
+CONDITION_TYPES: Final = (READY, POOL_SYNCED, API_REACHABLE, POLLING)
+
+# Reasons (CamelCase, stable: automation matches on them).
+REASON_SYNCED: Final = "Synced"
+REASON_READY: Final = "Ready"
+REASON_NOT_READY: Final = "NotReady"
+REASON_REACHABLE: Final = "Reachable"
+REASON_TEMPLATE_REJECTED: Final = "TemplateRejected"
+REASON_POOL_NOT_FOUND: Final = "PoolNotFound"
+REASON_QUEUE_NOT_FOUND: Final = "QueueNotFound"
+REASON_UNREACHABLE: Final = "Unreachable"
+REASON_UNAUTHORIZED: Final = "Unauthorized"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_POLLING: Final = "Polling"
+REASON_STALE: Final = "Stale"
+REASON_NOT_LEADER: Final = "NotLeader"
+REASON_PENDING: Final = "Pending"
+"""Not evaluated yet (first reconcile still running)."""
+REASON_SYNC_FAILED: Final = "SyncFailed"
+REASON_POLL_FAILED: Final = "PollFailed"
+
+STATUS_TRUE: Final = "True"
+STATUS_FALSE: Final = "False"
+STATUS_UNKNOWN: Final = "Unknown"

@@ -1,0 +1,586 @@
+"""The WorkPool custom resource, version v1alpha1: spec/status models and the keys we stamp.
+
+The pydantic models are the single source of truth: `api.crdgen` turns them (descriptions,
+defaults, bounds and the CEL rules in ``x-kubernetes-validations``) into the CRD, and the
+handlers parse every CR body through `WorkPoolSpec.from_cr`, which applies the defaults that
+depend on metadata and re-checks what CEL cannot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
+
+GROUP: Final = "prefect-job-operator.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "WorkPool"
+PLURAL: Final = "workpools"
+SINGULAR: Final = "workpool"
+SHORT_NAMES: Final = ("wp",)
+CATEGORIES: Final = ("prefect",)
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+# Labels and annotations on the Jobs and Pods we create (one place, so watches and sweeps agree).
+LABEL_OPERATOR: Final = "prefect-job-operator.dev/operator"
+"""Value: the operator instance; the server-side selector of our Job and Pod watches."""
+LABEL_WORKPOOL: Final = "prefect-job-operator.dev/workpool"
+"""Value: the WorkPool CR's name."""
+ANNOTATION_WORKPOOL: Final = "prefect-job-operator.dev/workpool-ref"
+"""Value: "<namespace>/<name>" of the WorkPool CR (labels cannot hold a slash)."""
+LABEL_FLOW_RUN_ID: Final = "prefect.io/flow-run-id"
+LABEL_WORK_POOL_ID: Final = "prefect.io/work-pool-id"
+ANNOTATION_CLAIM: Final = "prefect-job-operator.dev/claim-id"
+"""Value: id of the Pending state our claim won; part of the deterministic Job name."""
+
+DEFAULT_POOL_TYPE: Final = "kubernetes"
+ALL_NAMESPACES: Final = "*"
+RESERVED_POOL_PREFIX: Final = "prefect"
+"""Prefect rejects pool names starting with this (case-insensitively)."""
+JOB_CONTAINER_NAME: Final = "prefect-job"
+"""The container Prefect's templates and job variables address by name."""
+
+
+def cel(rule: str, message: str, *, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry; the message is what `kubectl apply` prints."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _has_path(root: str, *keys: str) -> str:
+    """CEL guard ``has(a.b) && has(a.b.c) ...`` so partial templates fail on the rule, not CEL."""
+    parts, current = [], root
+    for key in keys:
+        current = f"{current}.{key}"
+        parts.append(f"has({current})")
+    return " && ".join(parts)
+
+
+_MANIFEST = "self.job_configuration.job_manifest"
+_POD_SPEC_KEYS = ("spec", "template", "spec")
+_POD_SPEC = f"{_MANIFEST}.spec.template.spec"
+
+TEMPLATE_SHAPE_MESSAGE: Final = (
+    "baseJobTemplate must have both 'job_configuration' and 'variables' "
+    "(the shape of a Prefect base job template)"
+)
+RESTART_POLICY_MESSAGE: Final = (
+    "baseJobTemplate.job_configuration.job_manifest.spec.template.spec.restartPolicy "
+    "must be 'Never': Prefect retries flow runs itself, Kubernetes must not restart the pod"
+)
+CONTAINER_MESSAGE: Final = (
+    "baseJobTemplate.job_configuration.job_manifest.spec.template.spec.containers must contain "
+    "a container named 'prefect-job' (Prefect puts the image, command and env there)"
+)
+POOL_NAME_PREFIX_MESSAGE: Final = (
+    "poolName must not start with 'prefect' (Prefect reserves such pool names)"
+)
+METADATA_NAME_PREFIX_MESSAGE: Final = (
+    "metadata.name starts with 'prefect', which Prefect reserves for pool names: "
+    "set spec.poolName to another name"
+)
+NAME_CHARS_MESSAGE: Final = "must not contain '/' or '%' (Prefect rejects them in names)"
+
+_TEMPLATE_RULES: list[JsonValue] = [
+    cel("has(self.job_configuration) && has(self.variables)", TEMPLATE_SHAPE_MESSAGE),
+    cel(
+        f"!has(self.job_configuration) || !has({_MANIFEST}) || "
+        f"({_has_path(_MANIFEST, *_POD_SPEC_KEYS, 'restartPolicy')} "
+        f"&& {_POD_SPEC}.restartPolicy == 'Never')",
+        RESTART_POLICY_MESSAGE,
+    ),
+    cel(
+        f"!has(self.job_configuration) || !has({_MANIFEST}) || "
+        f"({_has_path(_MANIFEST, *_POD_SPEC_KEYS, 'containers')} "
+        f"&& {_POD_SPEC}.containers.exists(c, has(c.name) && c.name == 'prefect-job'))",
+        CONTAINER_MESSAGE,
+    ),
+]
+
+
+class _Spec(BaseModel):
+    """Base of the spec models: camelCase in YAML, snake_case in Python, typos rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class SecretKeyRef(_Spec):
+    """A key of a Secret in the WorkPool's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret.")
+    key: str = Field(min_length=1, description="Key inside the Secret.")
+
+
+class ApiKeySecretRef(SecretKeyRef):
+    """The Secret key that holds a Prefect Cloud API key."""
+
+    key: str = Field("api-key", min_length=1, description="Key inside the Secret.")
+
+
+class AuthStringSecretRef(SecretKeyRef):
+    """The Secret key that holds a self-hosted server's basic-auth string ("user:password")."""
+
+    key: str = Field("auth-string", min_length=1, description="Key inside the Secret.")
+
+
+class ConfigMapKeyRef(_Spec):
+    """A key of a ConfigMap in the WorkPool's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, description="Key inside the ConfigMap; its value is JSON.")
+
+
+class BaseJobTemplateFrom(_Spec):
+    """Where to read the base job template from instead of writing it inline."""
+
+    config_map_key_ref: ConfigMapKeyRef = Field(
+        description="A ConfigMap key in the WorkPool's namespace holding the base job template "
+        "as JSON ({job_configuration, variables}). The operator re-reads it on change."
+    )
+
+
+class ApiSpec(_Spec):
+    """How to reach the Prefect API."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.apiKeySecretRef) && has(self.authStringSecretRef))",
+                    "set at most one of api.apiKeySecretRef (Prefect Cloud) and "
+                    "api.authStringSecretRef (self-hosted basic auth)",
+                )
+            ]
+        }
+    )
+
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Prefect API URL, e.g. http://prefect-server.prefect:4200/api. Default: the "
+        "operator's PJO_API_URL (or PREFECT_API_URL) setting.",
+    )
+    api_key_secret_ref: ApiKeySecretRef | None = Field(
+        None,
+        description="Secret (in the WorkPool's namespace) holding a Prefect Cloud API key. The "
+        "operator reads it for its own calls; Jobs get it as an env secretKeyRef, so a Secret "
+        "with the same name and key must exist in every Job namespace.",
+    )
+    auth_string_secret_ref: AuthStringSecretRef | None = Field(
+        None,
+        description="Secret (in the WorkPool's namespace) holding a self-hosted server's auth "
+        "string. Read by the operator; Jobs get it as an env secretKeyRef, so the Secret must "
+        "also exist in every Job namespace.",
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> ApiSpec:
+        if self.api_key_secret_ref is not None and self.auth_string_secret_ref is not None:
+            raise ValueError("set at most one of apiKeySecretRef and authStringSecretRef")
+        return self
+
+
+class WorkerSpec(_Spec):
+    """How the operator acts as this pool's worker."""
+
+    name: str | None = Field(
+        None,
+        min_length=1,
+        pattern=r"^[^/%]+$",
+        description="Worker name shown in the Prefect UI. Default: "
+        "'prefect-job-operator:<namespace>:<name>'. Must not contain '/' or '%'.",
+    )
+    poll_interval_seconds: int = Field(
+        10, ge=1, le=3600, description="Seconds between two polls for scheduled flow runs."
+    )
+    prefetch_seconds: int = Field(
+        10,
+        ge=0,
+        description="Submit flow runs scheduled up to this many seconds in the future, so pods "
+        "have time to start.",
+    )
+    heartbeat_interval_seconds: int = Field(
+        30, ge=5, le=3600, description="Seconds between two worker heartbeats to Prefect."
+    )
+    submit_concurrency: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Flow runs submitted in parallel per poll. The Prefect server is CPU-bound; "
+        "raising this beyond a few rarely helps.",
+    )
+    run_labels: bool = Field(
+        True,
+        description="Add the worker's labels to each flow run (best-effort, like the upstream "
+        "worker).",
+    )
+    submitting_state: bool = Field(
+        True,
+        description="Propose the Pending 'Submitting' state before creating the Job, like the "
+        "upstream worker.",
+    )
+    emit_events: bool = Field(
+        True, description="Emit Prefect events (worker started, flow run submitted, ...)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or "%" in value):
+            raise ValueError(NAME_CHARS_MESSAGE)
+        return value
+
+
+class RecoverySpec(_Spec):
+    """How the operator repairs runs after a restart or a lost Job."""
+
+    pending_grace_seconds: int = Field(
+        60,
+        ge=0,
+        description="A flow run that stays Pending with no Job for this long after an operator "
+        "restart is submitted again.",
+    )
+    finished_job_ttl_seconds: int | None = Field(
+        None,
+        ge=0,
+        description="ttlSecondsAfterFinished for Jobs whose template and job variables set none. "
+        "Default: keep finished Jobs.",
+    )
+
+
+DeletionPolicy = Literal["Retain", "Delete"]
+NamespaceName = Annotated[
+    str, StringConstraints(pattern=r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
+]
+"""A namespace (DNS label) or '*' for any."""
+
+
+class WorkPoolSpec(_Spec):
+    """The desired state of a Prefect work pool and of its worker, run by the operator."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.baseJobTemplate) && has(self.baseJobTemplateFrom))",
+                    "set at most one of baseJobTemplate and baseJobTemplateFrom",
+                ),
+            ]
+        }
+    )
+
+    pool_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^/%]+$",
+        description="Name of the Prefect work pool. Default: the WorkPool's metadata.name. "
+        "Must not start with 'prefect' and must not contain '/' or '%'.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!self.lowerAscii().startsWith('prefect')", POOL_NAME_PREFIX_MESSAGE)
+            ]
+        },
+    )
+    type: str = Field(
+        DEFAULT_POOL_TYPE,
+        min_length=1,
+        description="Prefect work pool type. Deployments target pools by name; the type only "
+        "matters for the UI and for Prefect's default template.",
+    )
+    description: str | None = Field(None, description="Description of the Prefect work pool.")
+    api: ApiSpec = Field(
+        default_factory=ApiSpec,
+        description="Prefect API connection; empty means the operator's defaults.",
+        json_schema_extra={"default": {}},
+    )
+    base_job_template: dict[str, Any] | None = Field(
+        None,
+        description="Inline Prefect base job template: {job_configuration, variables}, as "
+        "`prefect work-pool get-default-base-job-template --type kubernetes` prints it. Default: "
+        "the kubernetes worker's default template. Mutually exclusive with baseJobTemplateFrom.",
+        json_schema_extra={"x-kubernetes-validations": _TEMPLATE_RULES},
+    )
+    base_job_template_from: BaseJobTemplateFrom | None = Field(
+        None,
+        description="Read the base job template from a ConfigMap key instead. Mutually "
+        "exclusive with baseJobTemplate.",
+    )
+    work_queues: list[str] = Field(
+        default_factory=list,
+        description="Work queues to poll. Empty means every queue of the pool.",
+    )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="Most flow runs in flight on Kubernetes for this pool (Jobs that are Pending "
+        "or Running). Default: no limit.",
+    )
+    concurrency_limit: int | None = Field(
+        None,
+        ge=0,
+        description="The Prefect work pool's concurrency limit, set through the Prefect API "
+        "(Prefect then stops handing out runs). Default: unset (unlimited).",
+    )
+    paused: bool = Field(False, description="Pause the Prefect work pool.")
+    create_if_missing: bool = Field(
+        True, description="Create the Prefect work pool if it does not exist."
+    )
+    deletion_policy: DeletionPolicy = Field(
+        "Retain",
+        description="What happens to the Prefect work pool when this WorkPool is deleted: "
+        "Retain keeps it, Delete deletes it.",
+    )
+    job_namespaces: list[NamespaceName] = Field(
+        default_factory=list,
+        description="Namespaces Jobs may be created in (a job variable 'namespace' outside this "
+        "list fails the run). Default: only the WorkPool's namespace. ['*'] allows any.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!('*' in self) || size(self) == 1",
+                    "jobNamespaces: '*' (any namespace) must be the only entry",
+                )
+            ],
+        },
+    )
+    worker: WorkerSpec = Field(
+        default_factory=WorkerSpec,
+        description="Worker behaviour: polling, heartbeats, submission.",
+        json_schema_extra={"default": {}},
+    )
+    recovery: RecoverySpec = Field(
+        default_factory=RecoverySpec,
+        description="Repair after restarts and lost Jobs.",
+        json_schema_extra={"default": {}},
+    )
+
+    @field_validator("pool_name")
+    @classmethod
+    def _pool_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_pool_name(value)
+        return value
+
+    @field_validator("base_job_template")
+    @classmethod
+    def _template_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            problem = template_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _one_template_source(self) -> WorkPoolSpec:
+        if self.base_job_template is not None and self.base_job_template_from is not None:
+            raise ValueError("set at most one of baseJobTemplate and baseJobTemplateFrom")
+        if ALL_NAMESPACES in self.job_namespaces and len(self.job_namespaces) > 1:
+            raise ValueError("jobNamespaces: '*' (any namespace) must be the only entry")
+        return self
+
+    @property
+    def any_job_namespace(self) -> bool:
+        """True when Jobs may go to any namespace (``jobNamespaces: ['*']``)."""
+        return self.job_namespaces == [ALL_NAMESPACES]
+
+    def allows_job_namespace(self, namespace: str) -> bool:
+        """Whether a Job may be created in `namespace`."""
+        return self.any_job_namespace or namespace in self.job_namespaces
+
+    @classmethod
+    def from_cr(cls, body: Mapping[str, Any]) -> WorkPoolSpec:
+        """Parse a WorkPool body (as kopf or the API returns it) with metadata-based defaults.
+
+        Fills poolName from metadata.name, jobNamespaces from metadata.namespace and the worker
+        name from both.
+
+        Raises:
+            InvalidSpecError: the spec is invalid; the message names every bad field.
+        """
+        metadata = body.get("metadata") or {}
+        name = str(metadata.get("name") or "")
+        namespace = str(metadata.get("namespace") or "default")
+        raw = dict(body.get("spec") or {})
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidSpecError(summarize_validation_error(exc, prefix="spec")) from exc
+        updates: dict[str, Any] = {}
+        if spec.pool_name is None:
+            try:
+                _check_pool_name(name)
+            except ValueError as exc:
+                raise InvalidSpecError(f"metadata.name: {exc}; set spec.poolName") from exc
+            updates["pool_name"] = name
+        if not spec.job_namespaces:
+            updates["job_namespaces"] = [namespace]
+        if spec.worker.name is None:
+            worker = spec.worker.model_copy(update={"name": default_worker_name(namespace, name)})
+            updates["worker"] = worker
+        return spec.model_copy(update=updates) if updates else spec
+
+    @property
+    def resolved_pool_name(self) -> str:
+        """The pool name after `from_cr` filled the default."""
+        if self.pool_name is None:
+            raise ValueError("pool_name is unset; parse the CR with WorkPoolSpec.from_cr")
+        return self.pool_name
+
+    @property
+    def resolved_worker_name(self) -> str:
+        """The worker name after `from_cr` filled the default."""
+        if self.worker.name is None:
+            raise ValueError("worker.name is unset; parse the CR with WorkPoolSpec.from_cr")
+        return self.worker.name
+
+
+class InvalidSpecError(ValueError):
+    """The WorkPool spec is invalid in a way the CRD schema could not catch."""
+
+
+def default_worker_name(namespace: str, name: str) -> str:
+    """Stable across restarts and replicas, so Prefect sees one worker per WorkPool."""
+    return f"prefect-job-operator:{namespace}:{name}"
+
+
+def _check_pool_name(name: str) -> None:
+    if not name:
+        raise ValueError("pool name must not be empty")
+    if name.lower().startswith(RESERVED_POOL_PREFIX):
+        raise ValueError("must not start with 'prefect' (Prefect reserves such pool names)")
+    if "/" in name or "%" in name:
+        raise ValueError(NAME_CHARS_MESSAGE)
+
+
+def template_problem(template: Mapping[str, Any]) -> str | None:
+    """The first reason a base job template is unusable, in the CRD's words; None if fine.
+
+    Mirrors the CEL rules on `baseJobTemplate`, so a template read from a ConfigMap gets the
+    same checks as an inline one.
+    """
+    if "job_configuration" not in template or "variables" not in template:
+        return TEMPLATE_SHAPE_MESSAGE
+    config = template["job_configuration"]
+    if not isinstance(config, Mapping) or "job_manifest" not in config:
+        return None
+    pod_spec: Any = config["job_manifest"]
+    for key in _POD_SPEC_KEYS:
+        pod_spec = pod_spec.get(key) if isinstance(pod_spec, Mapping) else None
+    if not isinstance(pod_spec, Mapping) or pod_spec.get("restartPolicy") != "Never":
+        return RESTART_POLICY_MESSAGE
+    containers = pod_spec.get("containers")
+    if not isinstance(containers, list) or not any(
+        isinstance(c, Mapping) and c.get("name") == JOB_CONTAINER_NAME for c in containers
+    ):
+        return CONTAINER_MESSAGE
+    return None
+
+
+def summarize_validation_error(exc: ValidationError, *, prefix: str) -> str:
+    """One line per error, each with the camelCase path a user sees in YAML."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join([prefix, *(_yaml_key(part) for part in error["loc"])])
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {message}")
+    return "; ".join(lines)
+
+
+def _yaml_key(part: int | str) -> str:
+    return f"[{part}]" if isinstance(part, int) else to_camel(part)
+
+
+# ---- status ---------------------------------------------------------------------------
+
+
+class _Status(BaseModel):
+    """Base of the status models: camelCase, unknown fields kept (kopf adds its own)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(_Status):
+    """A metav1.Condition: the latest observation of one aspect of the WorkPool."""
+
+    type: str = Field(description="Ready, PoolSynced, APIReachable or Polling.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason of the last transition.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: str = Field(
+        description="When the status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation the condition was computed for."
+    )
+
+
+class RunCounts(_Status):
+    """Flow runs of this pool on Kubernetes."""
+
+    pending: int = Field(0, description="Jobs whose pod is not running yet (now).")
+    running: int = Field(0, description="Jobs with a running pod (now).")
+    submitted: int = Field(
+        0, description="Jobs created since this operator replica took the pool (cumulative)."
+    )
+    crashed: int = Field(
+        0, description="Runs marked Crashed since this replica took the pool (cumulative)."
+    )
+    cancelled: int = Field(
+        0, description="Runs cancelled since this replica took the pool (cumulative)."
+    )
+
+
+class WorkPoolStatus(_Status):
+    """Observed state, written by the operator."""
+
+    observed_generation: int | None = Field(
+        None, description="metadata.generation of the spec last acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, PoolSynced, APIReachable and Polling.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    pool_id: str | None = Field(None, description="Prefect work pool id.")
+    pool_name: str | None = Field(None, description="Prefect work pool name.")
+    pool_type: str | None = Field(None, description="Prefect work pool type.")
+    worker_name: str | None = Field(None, description="Worker name used in heartbeats.")
+    lease_holder: str | None = Field(
+        None, description="Operator replica that holds this pool's Lease and dispatches."
+    )
+    last_poll_time: str | None = Field(
+        None,
+        description="Last successful poll for scheduled runs (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    last_heartbeat_time: str | None = Field(
+        None,
+        description="Last worker heartbeat accepted by Prefect (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    counts: RunCounts | None = Field(None, description="Flow runs of this pool on Kubernetes.")
+    oldest_pending_age_seconds: int | None = Field(
+        None, description="Age of the oldest Job whose pod is not running yet."
+    )
+    message: str | None = Field(None, description="Summary of the last problem, if any.")
