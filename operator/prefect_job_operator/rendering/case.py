@@ -1,0 +1,193 @@
+"""The `render` command: a case in the oracle's format → the Job and Secrets we would create.
+
+A case (see /work/shared/oracle/render_job.py) describes the worker's environment, the
+work pool, deployment, flow, flow run and the answers for blocks and variables. The
+worker's `PREFECT_INTEGRATIONS_KUBERNETES_WORKER_*` settings map as documented in
+docs/compatibility.md; credentials always end up as secretKeyRefs, never as plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pydantic import TypeAdapter, ValidationError
+
+from prefect_job_operator.rendering.contracts import (
+    RenderedJob,
+    ResolvedReferences,
+    SecretKeyRef,
+    WorkerContext,
+)
+from prefect_job_operator.rendering.errors import RenderError
+from prefect_job_operator.rendering.kubernetes_job import NEVER_INJECTED, NEVER_PLAIN
+from prefect_job_operator.rendering.render import render_job
+from prefect_job_operator.rendering.slugs import slugify_name
+
+_WORKER: Final = "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_"
+_NOT_SETTINGS: Final = ("PREFECT_INTEGRATIONS_", "PREFECT_KUBERNETES_")
+REDACTED: Final = "<redacted: the worker's {}>"
+_BOOL = TypeAdapter(bool)
+
+
+class CaseError(ValueError):
+    """The case file itself is malformed (not a rendering problem)."""
+
+
+def _flag(env: Mapping[str, str], *names: str) -> bool:
+    for name in names:
+        if name in env:
+            try:
+                return _BOOL.validate_python(env[name])
+            except ValidationError:
+                raise CaseError(f"worker_env {name}={env[name]!r} is not a boolean") from None
+    return False
+
+
+def _worker_slug(worker_name: str) -> str:
+    return slugify_name(worker_name) or "worker"
+
+
+def credential_refs(worker_env: Mapping[str, str], worker_name: str) -> dict[str, SecretKeyRef]:
+    """Where the Job reads PREFECT_API_KEY / PREFECT_API_AUTH_STRING from.
+
+    An explicit secret name (and key, default "value") is used as is; otherwise the Secret
+    upstream's `create_secret_for_api_key` would create, `prefect-<worker>-api-key`
+    (and `prefect-<worker>-api-auth-string` for the auth string).
+    """
+    refs: dict[str, SecretKeyRef] = {}
+    if worker_env.get("PREFECT_API_KEY"):
+        name = worker_env.get(f"{_WORKER}API_KEY_SECRET_NAME")
+        key = worker_env.get(f"{_WORKER}API_KEY_SECRET_KEY") or "value"
+        refs["PREFECT_API_KEY"] = SecretKeyRef(
+            name or f"prefect-{_worker_slug(worker_name)}-api-key", key if name else "value"
+        )
+    if worker_env.get("PREFECT_API_AUTH_STRING"):
+        name = worker_env.get(f"{_WORKER}API_AUTH_STRING_SECRET_NAME")
+        key = worker_env.get(f"{_WORKER}API_AUTH_STRING_SECRET_KEY") or "value"
+        refs["PREFECT_API_AUTH_STRING"] = SecretKeyRef(
+            name or f"prefect-{_worker_slug(worker_name)}-api-auth-string",
+            key if name else "value",
+        )
+    return refs
+
+
+def worker_context(case: Mapping[str, Any]) -> WorkerContext:
+    """WorkerContext for a case: PREFECT_* settings become plain env, credentials refs."""
+    env = {str(k): str(v) for k, v in (case.get("worker_env") or {}).items()}
+    worker_name = _required(case, "worker_name")
+    pool = _required(case, "work_pool")
+    prefect_env = {
+        k: v
+        for k, v in env.items()
+        if k.startswith("PREFECT_")
+        and not k.startswith(_NOT_SETTINGS)
+        and k not in NEVER_PLAIN
+        and k not in NEVER_INJECTED
+    }
+    return WorkerContext(
+        worker_name=worker_name,
+        work_pool_name=_required(pool, "name", "work_pool"),
+        work_pool_id=_required(pool, "id", "work_pool"),
+        prefect_env=prefect_env,
+        secret_env=credential_refs(env, worker_name),
+        template_env=env,
+        store_env_as_secret=_flag(env, f"{_WORKER}STORE_ENV_AS_SECRET"),
+    )
+
+
+def _required(data: Mapping[str, Any], key: str, where: str = "case") -> Any:
+    if not isinstance(data, Mapping) or key not in data:
+        raise CaseError(f"{where} has no {key!r}")
+    return data[key]
+
+
+def _references(case: Mapping[str, Any]) -> ResolvedReferences:
+    blocks: dict[tuple[str, str], Any] = {}
+    for address, data in (case.get("blocks") or {}).items():
+        slug, sep, name = str(address).partition("/")
+        if not sep:
+            raise CaseError(f"blocks key {address!r} must be 'type-slug/name'")
+        blocks[(slug, name)] = data
+    return ResolvedReferences(
+        blocks=blocks,
+        block_ids=dict(case.get("block_documents") or {}),
+        variables=dict(case.get("variables") or {}),
+    )
+
+
+def _credential_secrets(job: RenderedJob, refs: Mapping[str, SecretKeyRef]) -> list[dict[str, Any]]:
+    """The credential Secrets the worker would upsert, for refs the Job actually uses."""
+    used = {
+        entry["valueFrom"]["secretKeyRef"]["name"]
+        for entry in job.manifest["spec"]["template"]["spec"]["containers"][0].get("env") or []
+        if isinstance(entry, dict) and "secretKeyRef" in (entry.get("valueFrom") or {})
+    }
+    out = []
+    for variable, ref in refs.items():
+        if ref.name in used and ref.name.startswith("prefect-") and ref.key == "value":
+            out.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": ref.name, "namespace": job.namespace},
+                    "stringData": {"value": REDACTED.format(variable)},
+                }
+            )
+    return out
+
+
+def render_case(case: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"job": manifest, "secrets": [...]}` for a case (RenderError / CaseError on failure)."""
+    worker = worker_context(case)
+    pool = case["work_pool"]
+    flow_run = _required(case, "flow_run")
+    state = flow_run.get("state") if isinstance(flow_run, Mapping) else None
+    claim_id = str(state["id"]) if isinstance(state, Mapping) and state.get("id") else None
+    job = render_job(
+        pool.get("base_job_template") or None,
+        deployment=case.get("deployment") or None,
+        flow=_required(case, "flow"),
+        flow_run=flow_run,
+        worker=worker,
+        references=_references(case),
+        claim_id=claim_id,
+    )
+    explicit = {
+        f"{_WORKER}API_KEY_SECRET_NAME": "PREFECT_API_KEY",
+        f"{_WORKER}API_AUTH_STRING_SECRET_NAME": "PREFECT_API_AUTH_STRING",
+    }
+    env = case.get("worker_env") or {}
+    generated = {
+        var: ref
+        for var, ref in worker.secret_env.items()
+        if not any(env.get(setting) and var == v for setting, v in explicit.items())
+    }
+    return {"job": job.manifest, "secrets": [*_credential_secrets(job, generated), *job.secrets]}
+
+
+def render_case_command(path: str) -> int:
+    """CLI entry: print the rendered case as JSON; exit 1 on a rendering error."""
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        case = json.loads(text)
+        if not isinstance(case, dict):
+            raise CaseError("a case must be a JSON object")
+        result = render_case(case)
+    except OSError as exc:
+        print(f"render: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"render: {path} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    except CaseError as exc:
+        print(f"render: invalid case: {exc}", file=sys.stderr)
+        return 2
+    except RenderError as exc:
+        print(f"render: {exc}", file=sys.stderr)
+        return 1
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

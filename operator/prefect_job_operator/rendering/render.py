@@ -1,0 +1,157 @@
+"""`render_job`: template + deployment + flow run → the Job to create (pure).
+
+The steps and their order are upstream's (`BaseJobConfiguration.resolve_for_flow_run`,
+`KubernetesWorkerJobConfiguration.prepare_for_flow_run`, `KubernetesWorker._create_job`);
+docs/compatibility.md lists the few places where we deliberately differ.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from prefect_job_operator.rendering import kubernetes_job as k8s
+from prefect_job_operator.rendering.configuration import validate_configuration
+from prefect_job_operator.rendering.contracts import (
+    References,
+    RenderedJob,
+    ResolvedReferences,
+    WorkerContext,
+)
+from prefect_job_operator.rendering.default_template import default_base_job_template
+from prefect_job_operator.rendering.errors import RenderError
+from prefect_job_operator.rendering.job_variables import (
+    merge_job_variables,
+    templated_configuration,
+)
+from prefect_job_operator.rendering.naming import job_name
+from prefect_job_operator.rendering.references import (
+    resolve_blocks,
+    resolve_variables,
+    scan_references,
+)
+from prefect_job_operator.rendering.templating import MISSING, apply_values
+
+# Stands in for secret-backed env values until they become secretKeyRefs; never emitted.
+_SECRET_STAND_IN = "\x00secret-stand-in\x00"
+
+
+def _template_or_default(base_job_template: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return base_job_template or default_base_job_template()
+
+
+def collect_references(
+    base_job_template: dict[str, Any] | None,
+    deployment: dict[str, Any] | None,
+    flow_run: dict[str, Any],
+) -> References:
+    """The blocks and variables that rendering this flow run will need.
+
+    It scans the configuration after job variables are applied, so a reference in a job
+    variable that no template field uses is not fetched (upstream does not read it either).
+    Variables used only inside a block's data are not seen here and render as "".
+    """
+    values = merge_job_variables(deployment, flow_run)
+    config = templated_configuration(_template_or_default(base_job_template), values, {})
+    return scan_references(config)
+
+
+def _render_name(
+    name: str | None, flow: Mapping[str, Any], flow_run: Mapping[str, Any], env: Mapping[str, str]
+) -> str:
+    """`{{ ctx.flow.* }}` / `{{ ctx.flow_run.* }}` in `name`; empty → the flow run's name."""
+    rendered: Any = name
+    if name:
+        filled = apply_values(name, {"ctx": {"flow": flow, "flow_run": flow_run}}, env)
+        if filled is not MISSING:
+            rendered = filled
+    rendered = rendered or flow_run["name"]
+    if not isinstance(rendered, str):
+        raise RenderError(f"job variable 'name' must render to a string, got {rendered!r}")
+    return rendered
+
+
+def render_job(
+    base_job_template: dict[str, Any] | None,
+    *,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any],
+    flow_run: dict[str, Any],
+    worker: WorkerContext,
+    references: ResolvedReferences,
+    claim_id: str | None,
+) -> RenderedJob:
+    """The Job (and Secrets) for one claimed flow run; RenderError names what is wrong."""
+    try:
+        return _render(
+            _template_or_default(base_job_template),
+            deployment=deployment,
+            flow=flow,
+            flow_run=flow_run,
+            worker=worker,
+            references=references,
+            claim_id=claim_id,
+        )
+    except RenderError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        raise RenderError(f"cannot render the Job: {type(exc).__name__}: {exc}") from exc
+
+
+def _render(
+    template: Mapping[str, Any],
+    *,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any],
+    flow_run: dict[str, Any],
+    worker: WorkerContext,
+    references: ResolvedReferences,
+    claim_id: str | None,
+) -> RenderedJob:
+    values = merge_job_variables(deployment, flow_run)
+    populated = templated_configuration(template, values, worker.template_env)
+    populated = resolve_blocks(populated, references)
+    populated = resolve_variables(populated, references.variables)
+    config = validate_configuration(populated)
+    manifest = copy.deepcopy(config.job_manifest)
+
+    marker = _SECRET_STAND_IN
+    env = k8s.merge_environment(
+        config.env, k8s.base_environment(worker, flow_run, flow, deployment, marker)
+    )
+    labels = {**k8s.base_labels(worker, flow_run, flow, deployment), **config.labels}
+    name = _render_name(config.name, flow, flow_run, worker.template_env)
+
+    env = k8s.configure_eviction(manifest, env)
+    k8s.populate_env(manifest, env)
+    k8s.apply_labels_and_annotations(manifest, labels, config.annotations)
+    k8s.populate_image(manifest, worker.default_image)
+    k8s.populate_args(manifest)
+    generate_name = k8s.upstream_generate_name(manifest, name)
+    k8s.propagate_to_pod(manifest, labels)
+    k8s.add_operator_metadata(manifest, worker.operator_labels, worker.operator_annotations)
+
+    final_name = job_name(flow_run, generate_name, claim_id)
+    metadata = manifest["metadata"]
+    metadata.pop("generateName", None)
+    manifest["metadata"] = {"name": final_name, **metadata}
+
+    k8s.use_secret_refs(manifest, worker.secret_env, marker)
+    rendered_secrets = []
+    if worker.store_env_as_secret:
+        secret = k8s.move_env_to_secret(
+            manifest, f"{final_name}-env", config.namespace, worker.operator_labels
+        )
+        if secret is not None:
+            rendered_secrets.append(secret)
+
+    return RenderedJob(
+        manifest=manifest,
+        namespace=config.namespace,
+        name=final_name,
+        secrets=rendered_secrets,
+        pod_watch_timeout_seconds=config.pod_watch_timeout_seconds,
+        job_watch_timeout_seconds=config.job_watch_timeout_seconds,
+        stream_output=config.stream_output,
+    )
