@@ -497,14 +497,12 @@ def summarize_validation_error(exc: ValidationError, *, prefix: str) -> str:
     """One line per error, each with the camelCase path a user sees in YAML."""
     lines = []
     for error in exc.errors():
-        path = ".".join([prefix, *(_yaml_key(part) for part in error["loc"])])
+        path = prefix
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{to_camel(part)}"
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}")
     return "; ".join(lines)
-
-
-def _yaml_key(part: int | str) -> str:
-    return f"[{part}]" if isinstance(part, int) else to_camel(part)
 
 
 # ---- status ---------------------------------------------------------------------------
