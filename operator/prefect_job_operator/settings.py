@@ -52,4 +52,16 @@ class OperatorSettings(BaseSettings):
         description="Image of a Job whose template and job variables name none (upstream's rule).",
     )
     lease_duration_seconds: int = Field(15, ge=5)
+    identity: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PJO_IDENTITY", "POD_NAME"),
+        description="This replica's Lease holder identity; default: the host name.",
+    )
+    cancel_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a running flow may take to cancel itself before its Job is deleted.",
+    )
+    sweep_interval_seconds: float = Field(10.0, gt=0)
+    status_interval_seconds: float = Field(5.0, gt=0)
     log_format: str = Field("json", pattern="^(json|plain)$")

@@ -1,0 +1,1 @@
+"""The worker loop of one WorkPool: sync, heartbeat, poll, claim, submit, sweep."""

@@ -1,0 +1,112 @@
+"""The live state of one WorkPool on this replica, shared by its loops."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
+from prefect_job_operator.dispatch.telemetry import Telemetry
+from prefect_job_operator.kube.client import Kube
+from prefect_job_operator.kube.events import EventSink
+from prefect_job_operator.metrics import Metrics
+from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.rendering import WorkerContext
+from prefect_job_operator.settings import OperatorSettings
+from prefect_job_operator.tracking.runs import RunTable
+from prefect_job_operator.writeback.prefect_states import StateWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Health:
+    """What the CR status and /healthz report; written by the loops, read by both."""
+
+    api_reachable: bool | None = None
+    api_error: str | None = None
+    pool_synced: bool | None = None
+    sync_reason: str | None = None
+    sync_error: str | None = None
+    polling_ok: bool | None = None
+    poll_reason: str | None = None
+    poll_error: str | None = None
+    last_poll: datetime | None = None
+    last_heartbeat: datetime | None = None
+    leader: bool = False
+    lease_holder: str | None = None
+
+
+@dataclass
+class Counters:
+    submitted: int = 0
+    crashed: int = 0
+    cancelled: int = 0
+
+
+@dataclass
+class PoolRuntime:
+    """Everything the loops of one WorkPool share. Built by the pool daemon."""
+
+    namespace: str
+    name: str
+    uid: str
+    body: dict[str, Any]
+    spec: WorkPoolSpec
+    generation: int
+    settings: OperatorSettings
+    kube: Kube
+    metrics: Metrics
+    client: PrefectClient
+    writer: StateWriter
+    worker_ctx: WorkerContext | None = None
+    pool: dict[str, Any] = field(default_factory=dict)
+    template: dict[str, Any] = field(default_factory=dict)
+    table: RunTable = field(default_factory=RunTable)
+    submitting: set[str] = field(default_factory=set)
+    cancel_requested: set[str] = field(default_factory=set)
+    cancel_seen: dict[str, datetime] = field(default_factory=dict)
+    flows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    health: Health = field(default_factory=Health)
+    counters: Counters = field(default_factory=Counters)
+    invalid_spec: str | None = None
+    telemetry: Telemetry | None = None
+    events: EventSink | None = None
+
+    def telemetry_log(self, flow_run_id: str, level: int, message: str) -> None:
+        """A worker log line on the flow run (shown in the Prefect UI), batched."""
+        if self.telemetry is not None:
+            self.telemetry.run_log(flow_run_id, level, message)
+
+    async def event_k8s(self, type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the WorkPool; never fails the caller."""
+        if self.events is not None:
+            await self.events.post(self.body, type_, reason, message)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def pool_name(self) -> str:
+        return self.spec.resolved_pool_name
+
+    @property
+    def worker_name(self) -> str:
+        return self.spec.resolved_worker_name
+
+    @property
+    def pool_id(self) -> str | None:
+        pid = self.pool.get("id")
+        return str(pid) if pid else None
+
+    def job_namespace_allowed(self, namespace: str) -> bool:
+        allowed = self.spec.job_namespaces
+        return "*" in allowed or namespace in allowed
+
+    def watched_namespaces(self) -> list[str] | None:
+        """Where this pool's Jobs may live; None = anywhere (cluster-wide list)."""
+        allowed = self.spec.job_namespaces
+        return None if "*" in allowed else list(allowed)

@@ -1,0 +1,396 @@
+"""Poll for due flow runs and turn each into exactly one Kubernetes Job.
+
+Per run, the Prefect calls are: propose Pending (the claim), optionally the worker labels
+and "Submitting" (concurrently), and the infrastructure_pid PATCH. Deployments and flows
+are read once per poll, not once per run: the Prefect server's CPU bounds dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Coroutine, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+
+from prefect_job_operator.api.v1alpha1 import (
+    ANNOTATION_CLAIM,
+    ANNOTATION_WORKPOOL,
+    LABEL_OPERATOR,
+    LABEL_WORKPOOL,
+)
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.prefect_api.errors import (
+    BlockDocumentNotFound,
+    DeploymentNotFound,
+    FlowNotFound,
+    PrefectAPIError,
+)
+from prefect_job_operator.prefect_api.models import FlowRun
+from prefect_job_operator.rendering import (
+    RenderedJob,
+    RenderError,
+    ResolvedReferences,
+    collect_references,
+    render_job,
+)
+from prefect_job_operator.tracking.runs import (
+    ANNOTATION_JOB_WATCH_TIMEOUT,
+    ANNOTATION_POD_WATCH_TIMEOUT,
+)
+
+log = logging.getLogger(__name__)
+
+SUBMIT_FAILED = "Failed to submit flow run to infrastructure"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SubmissionError(Exception):
+    """A run could not be turned into a Job; the message becomes its Crashed message."""
+
+
+async def poll_once(
+    rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter
+) -> int:
+    """One poll: fetch due runs and start a bounded submission for each; returns how many."""
+    spec = rt.spec
+    started = time.monotonic()
+    runs = await rt.client.get_scheduled_flow_runs(
+        rt.pool_name,
+        work_queue_names=spec.work_queues,
+        scheduled_before=_now() + timedelta(seconds=spec.worker.prefetch_seconds),
+    )
+    rt.metrics.poll_duration.observe(time.monotonic() - started, rt.key)
+    rt.health.last_poll = _now()
+    rt.metrics.last_poll.set(rt.health.last_poll.timestamp(), rt.key)
+    fresh = [r for r in runs if str(r.id) not in rt.submitting and rt.table.get(str(r.id)) is None]
+    if not fresh:
+        return 0
+    capacity = _capacity(rt)
+    if capacity is not None:
+        fresh = fresh[: max(capacity, 0)]
+    deployments = await _read_many(
+        rt, "deployment", {str(r.deployment_id) for r in fresh if r.deployment_id}
+    )
+    flows = await _flows(rt, {str(r.flow_id) for r in fresh if r.flow_id})
+    for run in fresh:
+        run_id = str(run.id)
+        rt.submitting.add(run_id)
+        dep_id = str(run.deployment_id) if run.deployment_id else None
+        deployment = deployments.get(dep_id) if dep_id else None
+        gone = dep_id is not None and dep_id in deployments and deployment is None
+        flow = flows.get(str(run.flow_id)) if run.flow_id else None
+        tg.start_soon(_submit_guarded, rt, limiter, run, deployment, flow, gone)
+    return len(fresh)
+
+
+def _capacity(rt: PoolRuntime) -> int | None:
+    """How many more runs may start: spec.limit bounds Jobs in flight, not submissions."""
+    if rt.spec.limit is None:
+        return None
+    pending, running, _ = rt.table.counts(_now())
+    return rt.spec.limit - pending - running - len(rt.submitting)
+
+
+async def _read_many(
+    rt: PoolRuntime, kind: str, ids: Iterable[str]
+) -> dict[str, dict[str, Any] | None]:
+    """Read each deployment once; a missing one maps to None (its runs get cancelled)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    sem = asyncio.Semaphore(4)
+
+    async def one(i: str) -> None:
+        async with sem:
+            try:
+                out[i] = await rt.client.read_deployment(i)
+            except DeploymentNotFound:
+                out[i] = None
+            except PrefectAPIError as exc:
+                log.warning("Reading %s %s failed: %s", kind, i, exc)
+
+    await asyncio.gather(*(one(i) for i in ids))
+    return out
+
+
+async def _flows(rt: PoolRuntime, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Flows rarely change; they are cached for the life of the pool runtime."""
+    missing = [i for i in ids if i not in rt.flows]
+    for i in missing:
+        try:
+            rt.flows[i] = await rt.client.read_flow(i)
+        except FlowNotFound:
+            rt.flows[i] = {"id": i, "name": ""}
+        except PrefectAPIError as exc:
+            log.warning("Reading flow %s failed: %s", i, exc)
+    return {i: rt.flows[i] for i in ids if i in rt.flows}
+
+
+async def _submit_guarded(
+    rt: PoolRuntime,
+    limiter: anyio.CapacityLimiter,
+    run: FlowRun,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any] | None,
+    deployment_gone: bool,
+) -> None:
+    """Never lets one run's failure escape into the pool's task group."""
+    run_id = str(run.id)
+    try:
+        async with limiter:
+            await submit_run(rt, run, deployment, flow, deployment_gone=deployment_gone)
+    except Exception:
+        log.exception("Unexpected error submitting flow run %s", run_id)
+    finally:
+        rt.submitting.discard(run_id)
+        rt.cancel_requested.discard(run_id)
+
+
+async def submit_run(
+    rt: PoolRuntime,
+    run: FlowRun,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any] | None,
+    *,
+    deployment_gone: bool = False,
+) -> None:
+    """Claim one run and launch its Job."""
+    run_id = str(run.id)
+    if run.deployment_id and deployment is None and not deployment_gone:
+        try:  # the poll's read failed transiently; try once more for this run
+            deployment = await rt.client.read_deployment(str(run.deployment_id))
+        except DeploymentNotFound:
+            deployment_gone = True
+    if deployment_gone:
+        await rt.writer.cancelled(
+            run_id, f"Deployment {run.deployment_id} no longer exists, cancelled run."
+        )
+        rt.counters.cancelled += 1
+        return
+    started = time.monotonic()
+    claim = await rt.writer.claim(run_id)
+    if not claim.won:
+        rt.metrics.runs_claim_lost.inc(rt.key, claim.state_name or claim.state_type or "unknown")
+        log.debug("Flow run %s not claimed: %s %s", run_id, claim.state_name, claim.reason)
+        return
+    rt.counters.submitted += 1
+    await launch(rt, run, deployment, flow, claim_id=claim.claim_id, claimed_at=started)
+
+
+async def launch(
+    rt: PoolRuntime,
+    run: FlowRun,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any] | None,
+    *,
+    claim_id: str | None,
+    claimed_at: float | None = None,
+    resubmission: bool = False,
+) -> None:
+    """Render, create the Job and record the pid; a failure marks the run Crashed."""
+    run_id = str(run.id)
+    started = claimed_at or time.monotonic()
+    stage = "render"
+    try:
+        rendered = await render_for_run(rt, run, deployment, flow, claim_id)
+        stage = "prefect"
+        if not resubmission:
+            cancelled = await _label_and_mark_submitting(rt, run, deployment, flow)
+            if cancelled:
+                return
+        if run_id in rt.cancel_requested:
+            await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
+            rt.counters.cancelled += 1
+            return
+        stage = "kubernetes"
+        job = await create_job_idempotent(rt, rendered)
+    except (RenderError, SubmissionError, KubeError, PrefectAPIError) as exc:
+        rt.metrics.submission_failures.inc(rt.key, stage)
+        message = f"{SUBMIT_FAILED}: {exc}"
+        log.warning("Flow run %s: %s", run_id, message)
+        rt.telemetry_log(run_id, logging.ERROR, message)
+        try:
+            if await rt.writer.crashed(run_id, message):
+                rt.counters.crashed += 1
+                rt.metrics.runs_crashed.inc(rt.key, "SubmissionFailed")
+        except PrefectAPIError as exc2:
+            log.error("Could not mark flow run %s Crashed: %s", run_id, exc2)
+        await rt.event_k8s("Warning", "SubmissionFailed", f"Flow run {run.name} ({run_id}): {exc}")
+        return
+    pid = f"{rendered.namespace}:{job['metadata']['name']}"
+    # The table learns the Job now, not when the watch event arrives, so a poll in between
+    # cannot dispatch the run twice and the limit counts it at once.
+    rt.table.observe_job("ADDED", job)
+    try:
+        await rt.writer.record_pid(run_id, pid)
+    except PrefectAPIError as exc:
+        # the sweep adopts the Job later and retries the pid
+        log.warning("Recording infrastructure_pid of %s failed (sweep will retry): %s", run_id, exc)
+    rt.metrics.runs_dispatched.inc(rt.key)
+    rt.metrics.submit_duration.observe(time.monotonic() - started, rt.key)
+    due = run.next_scheduled_start_time or run.expected_start_time
+    if due is not None:
+        rt.metrics.dispatch_latency.observe(max((_now() - due).total_seconds(), 0.0), rt.key)
+    rt.telemetry_log(
+        run_id, logging.INFO, f"Flow run '{run.name}' submitted to infrastructure as Job {pid}"
+    )
+    if rt.telemetry is not None:
+        rt.telemetry.event(
+            "prefect.worker.submitted-flow-run",
+            related=rt.telemetry.run_related(run.raw, deployment, flow),
+        )
+        rt.telemetry.event(
+            "prefect.worker.executed-flow-run",
+            related=rt.telemetry.run_related(run.raw, deployment, flow, pid=pid, status_code=0),
+        )
+
+
+async def _label_and_mark_submitting(
+    rt: PoolRuntime, run: FlowRun, deployment: dict[str, Any] | None, flow: dict[str, Any] | None
+) -> bool:
+    """Worker labels and "Submitting", concurrently and best-effort.
+
+    Returns True when the run turned out to be cancelling/cancelled meanwhile (upstream would
+    still create the Job; we do not).
+    """
+    run_id = str(run.id)
+    calls: list[Coroutine[Any, Any, str | None]] = []
+    if rt.spec.worker.run_labels:
+        calls.append(
+            _none(
+                rt.writer.labels(
+                    run_id,
+                    {
+                        "prefect.worker.name": rt.worker_name,
+                        "prefect.worker.type": "kubernetes",
+                        "prefect.work-pool.name": rt.pool_name,
+                        "prefect.work-pool.id": rt.pool_id or "",
+                    },
+                )
+            )
+        )
+    submitting_index = None
+    if rt.spec.worker.submitting_state:
+        submitting_index = len(calls)
+        calls.append(rt.writer.submitting(run_id))
+    if not calls:
+        return False
+    results = await asyncio.gather(*calls)
+    if submitting_index is None:
+        return False
+    state_type = results[submitting_index]
+    if state_type in ("CANCELLING", "CANCELLED"):
+        if state_type == "CANCELLING":
+            await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
+            rt.counters.cancelled += 1
+        return True
+    return False
+
+
+async def _none(aw: Awaitable[None]) -> str | None:
+    await aw
+    return None
+
+
+async def render_for_run(
+    rt: PoolRuntime,
+    run: FlowRun,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any] | None,
+    claim_id: str | None,
+) -> RenderedJob:
+    """Resolve block/variable references through the API, then render (pure)."""
+    assert rt.worker_ctx is not None
+    template = rt.template
+    refs = collect_references(template, deployment, run.raw)
+    resolved = await _resolve(rt, refs)
+    rendered = render_job(
+        template,
+        deployment=deployment,
+        flow=flow or {"id": str(run.flow_id), "name": ""},
+        flow_run=run.raw,
+        worker=rt.worker_ctx,
+        references=resolved,
+        claim_id=claim_id,
+    )
+    if not rt.job_namespace_allowed(rendered.namespace):
+        raise SubmissionError(
+            f"namespace {rendered.namespace!r} is not in the WorkPool's spec.jobNamespaces "
+            f"{rt.spec.job_namespaces}"
+        )
+    _decorate(rt, rendered, claim_id)
+    return rendered
+
+
+def _decorate(rt: PoolRuntime, rendered: RenderedJob, claim_id: str | None) -> None:
+    """Operator bookkeeping on the manifest: claim, timeouts, default TTL."""
+    meta = rendered.manifest.setdefault("metadata", {})
+    annotations = meta.setdefault("annotations", {})
+    annotations[ANNOTATION_WORKPOOL] = rt.key
+    if claim_id:
+        annotations[ANNOTATION_CLAIM] = claim_id
+    if rendered.pod_watch_timeout_seconds is not None:
+        annotations[ANNOTATION_POD_WATCH_TIMEOUT] = str(rendered.pod_watch_timeout_seconds)
+    if rendered.job_watch_timeout_seconds is not None:
+        annotations[ANNOTATION_JOB_WATCH_TIMEOUT] = str(rendered.job_watch_timeout_seconds)
+    labels = meta.setdefault("labels", {})
+    labels[LABEL_OPERATOR] = rt.settings.instance
+    labels[LABEL_WORKPOOL] = rt.name[:63]
+    pod_meta = (
+        rendered.manifest.setdefault("spec", {})
+        .setdefault("template", {})
+        .setdefault("metadata", {})
+    )
+    pod_labels = pod_meta.setdefault("labels", {})
+    pod_labels[LABEL_OPERATOR] = rt.settings.instance
+    pod_labels[LABEL_WORKPOOL] = rt.name[:63]
+    ttl = rt.spec.recovery.finished_job_ttl_seconds
+    spec = rendered.manifest["spec"]
+    if ttl is not None and spec.get("ttlSecondsAfterFinished") is None:
+        spec["ttlSecondsAfterFinished"] = ttl
+
+
+async def _resolve(rt: PoolRuntime, refs: Any) -> ResolvedReferences:
+    blocks: dict[tuple[str, str], Any] = {}
+    block_ids: dict[str, Any] = {}
+    variables: dict[str, Any] = {}
+    try:
+        for slug, name in refs.blocks:
+            doc = await rt.client.read_block_document_by_name(slug, name)
+            blocks[(slug, name)] = doc.get("data")
+        for block_id in refs.block_ids:
+            doc = await rt.client.read_block_document(block_id)
+            block_ids[block_id] = doc.get("data")
+    except BlockDocumentNotFound as exc:
+        raise RenderError(f"block reference cannot be resolved: {exc}") from None
+    for name in refs.variables:
+        value = await rt.client.read_variable_by_name(name)
+        if value is not None:
+            variables[name] = value
+    return ResolvedReferences(blocks=blocks, block_ids=block_ids, variables=variables)
+
+
+async def create_job_idempotent(rt: PoolRuntime, rendered: RenderedJob) -> dict[str, Any]:
+    """Create the Job; a 409 on our deterministic name means it exists already: adopt it."""
+    for secret in rendered.secrets:
+        await rt.kube.create_or_replace_secret(rendered.namespace, secret)
+    try:
+        return await rt.kube.create_job(rendered.namespace, rendered.manifest)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+    existing = await rt.kube.read_job(rendered.namespace, rendered.name)
+    want = (rendered.manifest["metadata"].get("labels") or {}).get("prefect.io/flow-run-id")
+    have = ((existing.get("metadata") or {}).get("labels") or {}).get("prefect.io/flow-run-id")
+    if want != have:
+        raise SubmissionError(
+            f"a Job named {rendered.name} already exists in {rendered.namespace} for another "
+            "flow run"
+        )
+    return existing

@@ -1,0 +1,255 @@
+"""Carry out what the watches decided, and the periodic two-way sweep.
+
+The sweep closes every gap a crash or a missed event can leave: cancelling runs get their
+Job deleted, Pending runs with no Job are resubmitted (or adopted when the Job exists but
+the pid was never written), Running runs whose Job is gone are Crashed, and Jobs of runs
+that ended Cancelled or Crashed are deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.submit import launch
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.prefect_api.errors import DeploymentNotFound, PrefectAPIError
+from prefect_job_operator.prefect_api.models import FlowRun
+from prefect_job_operator.tracking.runs import (
+    Action,
+    Crash,
+    InfrastructurePending,
+    JobGone,
+    RunRecord,
+)
+from prefect_job_operator.writeback.prefect_states import FINAL_TYPES
+
+log = logging.getLogger(__name__)
+
+CANCEL_PENDING = (
+    "Flow run cancelled by prefect-job-operator: its Job was deleted before the pod ran."
+)
+CANCEL_DONE = "Flow run cancelled by prefect-job-operator: its Kubernetes Job was deleted."
+SKIP_CRASH = {"SCHEDULED", "PAUSED", "CANCELLING", *FINAL_TYPES}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def apply_actions(rt: PoolRuntime, actions: list[Action]) -> None:
+    """Tell Prefect what the Job/Pod watches saw. Errors are logged, never raised."""
+    for action in actions:
+        try:
+            if isinstance(action, InfrastructurePending):
+                if action.record.flow_run_id not in rt.submitting:
+                    await rt.writer.infrastructure_pending(
+                        action.record.flow_run_id, "Kubernetes pod is pending."
+                    )
+            elif isinstance(action, Crash):
+                await _crash(rt, action.record, action.message, delete_job=action.delete_job)
+            elif isinstance(action, JobGone):
+                await _job_gone(rt, action.record)
+        except (PrefectAPIError, KubeError) as exc:
+            log.warning("Acting on %s failed (the sweep retries): %s", action, exc)
+            action.record.outcome_reported = False
+
+
+async def _crash(rt: PoolRuntime, rec: RunRecord, message: str, *, delete_job: bool) -> None:
+    run = await rt.client.read_flow_run(rec.flow_run_id)
+    state_type = run.state.type.value if run.state else None
+    if run.infrastructure_pid not in (None, rec.pid):
+        return  # a newer submission of this run owns it
+    if delete_job:
+        await rt.kube.delete_job(rec.namespace, rec.job_name, grace_seconds=0)
+    if state_type in SKIP_CRASH:
+        return
+    await _forward_crash_logs(rt, rec)
+    if await rt.writer.crashed(rec.flow_run_id, message):
+        rt.counters.crashed += 1
+        rt.metrics.runs_crashed.inc(rt.key, "JobFailed")
+        await rt.event_k8s("Warning", "FlowRunCrashed", f"Flow run {run.name}: {message}")
+
+
+async def _forward_crash_logs(rt: PoolRuntime, rec: RunRecord) -> None:
+    """The tail of the crashed container's log, as flow-run ERROR logs (best-effort)."""
+    for pod_name in list(rec.pods)[-1:]:
+        try:
+            text = await rt.kube.pod_log_tail(rec.namespace, pod_name, "prefect-job", 50)
+        except KubeError:
+            return
+        if text.strip():
+            rt.telemetry_log(
+                rec.flow_run_id,
+                40,
+                f"Last lines of pod {pod_name} before the crash:\n{text[-8000:]}",
+            )
+
+
+async def _job_gone(rt: PoolRuntime, rec: RunRecord) -> None:
+    run = await rt.client.read_flow_run(rec.flow_run_id)
+    state_type = run.state.type.value if run.state else None
+    if run.infrastructure_pid not in (None, rec.pid):
+        return
+    if state_type == "CANCELLING":
+        await rt.writer.cancelled(rec.flow_run_id, CANCEL_DONE)
+        rt.counters.cancelled += 1
+        rt.metrics.runs_cancelled.inc(rt.key)
+        return
+    if state_type in SKIP_CRASH:
+        return
+    if await rt.writer.crashed(rec.flow_run_id, f"Kubernetes Job {rec.pid} was deleted."):
+        rt.counters.crashed += 1
+        rt.metrics.runs_crashed.inc(rt.key, "JobDeleted")
+
+
+async def sweep_cancelling(rt: PoolRuntime) -> None:
+    """Cancelling runs: delete their Job; a pod that never ran ends Cancelled at once."""
+    runs = await rt.client.read_flow_runs(pool_name=rt.pool_name, state_types=["CANCELLING"])
+    now = _now()
+    grace = timedelta(seconds=rt.settings.cancel_grace_seconds)
+    seen = set()
+    for run in runs:
+        run_id = str(run.id)
+        seen.add(run_id)
+        if run_id in rt.submitting:
+            rt.cancel_requested.add(run_id)
+            continue
+        rec = rt.table.get(run_id)
+        if rec is None or rec.deleted:
+            if run.infrastructure_pid and await _job_exists(rt, run.infrastructure_pid):
+                continue  # not ours (another worker's Job); leave it alone
+            await rt.writer.cancelled(
+                run_id, "Flow run cancelled by prefect-job-operator (no infrastructure found)."
+            )
+            rt.counters.cancelled += 1
+            rt.metrics.runs_cancelled.inc(rt.key)
+            continue
+        diag = rec.diagnosis(now)
+        first_seen = rt.cancel_seen.setdefault(run_id, now)
+        if diag.phase == "running" and run.start_time is not None and now - first_seen < grace:
+            continue  # the flow process cancels itself; delete only if it does not
+        rec.outcome_reported = True
+        await rt.kube.delete_job(rec.namespace, rec.job_name, grace_seconds=30)
+        await rt.writer.cancelled(
+            run_id, CANCEL_PENDING if diag.phase != "running" else CANCEL_DONE
+        )
+        rt.counters.cancelled += 1
+        rt.metrics.runs_cancelled.inc(rt.key)
+        await rt.event_k8s(
+            "Normal", "FlowRunCancelled", f"Flow run {run.name}: Job {rec.pid} deleted"
+        )
+    for run_id in list(rt.cancel_seen):
+        if run_id not in seen:
+            del rt.cancel_seen[run_id]
+
+
+async def _job_exists(rt: PoolRuntime, pid: str) -> bool:
+    ns, _, name = pid.partition(":")
+    if not name:
+        return False
+    try:
+        await rt.kube.read_job(ns, name)
+        return True
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+async def sweep_pending(rt: PoolRuntime) -> None:
+    """Pending runs left behind by a crash: adopt their Job, or resubmit after the grace."""
+    runs = await rt.client.read_flow_runs(pool_name=rt.pool_name, state_types=["PENDING"])
+    now = _now()
+    grace = timedelta(seconds=rt.spec.recovery.pending_grace_seconds)
+    for run in runs:
+        run_id = str(run.id)
+        if run_id in rt.submitting:
+            continue
+        rec = rt.table.get(run_id)
+        if rec is not None and not rec.deleted:
+            if run.infrastructure_pid != rec.pid:
+                await rt.writer.record_pid(run_id, rec.pid)
+                log.info("Adopted Job %s of flow run %s", rec.pid, run_id)
+            continue
+        since = run.state.timestamp if run.state and run.state.timestamp else None
+        if since is None or now - since < grace:
+            continue
+        owner = (run.labels or {}).get("prefect.worker.name")
+        if owner not in (None, rt.worker_name):
+            continue  # claimed by another worker of this pool
+        if run.infrastructure_pid:
+            if await _job_exists(rt, run.infrastructure_pid):
+                continue
+            if await rt.writer.crashed(
+                run_id, f"Kubernetes Job {run.infrastructure_pid} no longer exists."
+            ):
+                rt.counters.crashed += 1
+            continue
+        await _resubmit(rt, run)
+
+
+async def _resubmit(rt: PoolRuntime, run: FlowRun) -> None:
+    run_id = str(run.id)
+    rt.submitting.add(run_id)
+    try:
+        deployment = None
+        if run.deployment_id:
+            try:
+                deployment = await rt.client.read_deployment(str(run.deployment_id))
+            except DeploymentNotFound:
+                await rt.writer.cancelled(
+                    run_id, f"Deployment {run.deployment_id} no longer exists, cancelled run."
+                )
+                return
+        flow = rt.flows.get(str(run.flow_id))
+        if flow is None and run.flow_id:
+            flow = await rt.client.read_flow(str(run.flow_id))
+            rt.flows[str(run.flow_id)] = flow
+        claim_id = str(run.state.id) if run.state and run.state.id else None
+        log.info("Resubmitting flow run %s, left Pending without a Job", run_id)
+        await rt.event_k8s("Normal", "FlowRunResubmitted", f"Flow run {run.name} had no Job")
+        await launch(rt, run, deployment, flow, claim_id=claim_id, resubmission=True)
+    finally:
+        rt.submitting.discard(run_id)
+
+
+async def sweep_running(rt: PoolRuntime) -> None:
+    """Running runs whose Job is gone (deleted while the operator was down)."""
+    runs = await rt.client.read_flow_runs(pool_name=rt.pool_name, state_types=["RUNNING"])
+    for run in runs:
+        pid = run.infrastructure_pid
+        if not pid or ":" not in pid:
+            continue
+        rec = rt.table.get(str(run.id))
+        if rec is not None and rec.pid == pid and not rec.deleted:
+            continue
+        if await _job_exists(rt, pid):
+            continue
+        if await rt.writer.crashed(str(run.id), f"Kubernetes Job {pid} was deleted."):
+            rt.counters.crashed += 1
+            rt.metrics.runs_crashed.inc(rt.key, "JobDeleted")
+
+
+async def sweep_final_with_jobs(rt: PoolRuntime) -> None:
+    """Jobs still active although their run ended Cancelled or Crashed (e.g. the server's
+    cancellation timeout): delete them."""
+    now = _now()
+    active = [
+        rec
+        for rec in rt.table.by_run.values()
+        if not rec.deleted and rec.job is not None and not rec.diagnosis(now).job_finished
+    ]
+    for i in range(0, len(active), 200):
+        chunk = {rec.flow_run_id: rec for rec in active[i : i + 200]}
+        runs = await rt.client.read_flow_runs(
+            pool_name=rt.pool_name, ids=list(chunk), state_types=["CANCELLED", "CRASHED"]
+        )
+        for run in runs:
+            rec = chunk[str(run.id)]
+            if run.infrastructure_pid not in (None, rec.pid):
+                continue
+            rec.outcome_reported = True
+            log.info("Deleting Job %s: its flow run is %s", rec.pid, run.state_type)
+            await rt.kube.delete_job(rec.namespace, rec.job_name, grace_seconds=30)

@@ -1,0 +1,138 @@
+"""Make the Prefect work pool match the WorkPool spec, and keep the worker online.
+
+An explicit template (inline or from a ConfigMap) is enforced; without one, an existing
+pool's template is left alone and an empty one gets the `kubernetes` default, as the
+upstream worker does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.prefect_api.errors import (
+    PrefectAPIError,
+    ValidationFailed,
+    WorkPoolAlreadyExists,
+    WorkPoolNotFound,
+)
+from prefect_job_operator.rendering import default_base_job_template
+
+log = logging.getLogger(__name__)
+
+
+class SyncProblem(Exception):
+    """The pool cannot be synced for a reason the user must fix; ``reason`` is CamelCase."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def desired_template(rt: PoolRuntime) -> dict[str, Any] | None:
+    """The template the spec asks for, or None when the spec names none."""
+    spec = rt.spec
+    if spec.base_job_template:
+        return dict(spec.base_job_template)
+    if spec.base_job_template_from is not None:
+        ref = spec.base_job_template_from.config_map_key_ref
+        try:
+            text = await rt.kube.read_configmap_value(rt.namespace, ref.name, ref.key)
+        except KubeError as exc:
+            raise SyncProblem(
+                "TemplateNotFound", f"Cannot read ConfigMap {ref.name} key {ref.key}: {exc}"
+            ) from None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise SyncProblem(
+                "TemplateInvalid", f"ConfigMap {ref.name} key {ref.key} is not JSON: {exc}"
+            ) from None
+        if not isinstance(value, dict):
+            raise SyncProblem(
+                "TemplateInvalid", f"ConfigMap {ref.name} key {ref.key}: not an object"
+            )
+        from prefect_job_operator.api.v1alpha1 import template_problem
+
+        problem = template_problem(value)
+        if problem:
+            raise SyncProblem("TemplateInvalid", f"ConfigMap {ref.name} key {ref.key}: {problem}")
+        return value
+    return None
+
+
+async def sync_pool(rt: PoolRuntime) -> list[str]:
+    """Create or update the Prefect pool; return what changed (for Events)."""
+    spec = rt.spec
+    client = rt.client
+    wanted_template = await desired_template(rt)
+    changes: list[str] = []
+    try:
+        pool = await client.read_work_pool(rt.pool_name)
+    except WorkPoolNotFound:
+        if not spec.create_if_missing:
+            raise SyncProblem(
+                "PoolNotFound",
+                f'Work pool "{rt.pool_name}" does not exist and spec.createIfMissing is false.',
+            ) from None
+        try:
+            await client.create_work_pool(
+                rt.pool_name,
+                type=spec.type,
+                base_job_template=wanted_template or default_base_job_template(),
+                description=spec.description,
+                concurrency_limit=spec.concurrency_limit,
+                is_paused=spec.paused,
+            )
+            changes.append("Created")
+        except WorkPoolAlreadyExists:
+            pass  # another replica or worker won the race; read it below
+        except ValidationFailed as exc:
+            raise SyncProblem("TemplateRejected", f"Prefect rejected the pool: {exc}") from None
+        pool = await client.read_work_pool(rt.pool_name)
+
+    updates: dict[str, Any] = {}
+    if wanted_template is not None and pool.base_job_template != wanted_template:
+        updates["base_job_template"] = wanted_template
+    elif wanted_template is None and not pool.base_job_template:
+        updates["base_job_template"] = default_base_job_template()
+    if spec.description is not None and pool.description != spec.description:
+        updates["description"] = spec.description
+    if pool.concurrency_limit != spec.concurrency_limit:
+        updates["concurrency_limit"] = spec.concurrency_limit
+    if pool.is_paused != spec.paused:
+        updates["is_paused"] = spec.paused
+    if updates:
+        try:
+            await client.update_work_pool(rt.pool_name, **updates)
+        except ValidationFailed as exc:
+            raise SyncProblem(
+                "TemplateRejected", f"Prefect rejected the pool update: {exc}"
+            ) from None
+        changes.append("Updated " + ", ".join(sorted(updates)))
+        pool = await client.read_work_pool(rt.pool_name)
+    if pool.type != spec.type:
+        log.warning(
+            "Worker type mismatch: pool %s has type %r, the WorkPool says %r",
+            rt.pool_name,
+            pool.type,
+            spec.type,
+        )
+    rt.pool = pool.model_dump(mode="json")
+    rt.template = pool.base_job_template or default_base_job_template()
+    return changes
+
+
+async def heartbeat(rt: PoolRuntime) -> None:
+    """The REST heartbeat: the worker shows ONLINE and the pool READY."""
+    await rt.client.heartbeat(
+        rt.pool_name, rt.worker_name, rt.spec.worker.heartbeat_interval_seconds
+    )
+
+
+def describe(exc: PrefectAPIError) -> str:
+    return str(exc)

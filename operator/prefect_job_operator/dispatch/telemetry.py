@@ -1,0 +1,155 @@
+"""Prefect worker events and flow-run log lines, batched.
+
+Upstream sends one WebSocket event and one log POST per line; here they are buffered and
+flushed in one ``POST /events`` and one ``POST /logs/`` per second, because the Prefect
+server's CPU is the bottleneck of dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from slugify import slugify
+
+from prefect_job_operator import __version__
+from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.prefect_api.errors import PrefectAPIError
+from prefect_job_operator.prefect_api.models import LogRecord
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 200
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Telemetry:
+    """Buffers for one pool; ``flush_forever`` runs in the pool's task group."""
+
+    def __init__(self, client: PrefectClient, *, worker_name: str, pool: Mapping[str, Any]):
+        self.client = client
+        self.worker_name = worker_name
+        self.pool = pool
+        self.events: list[dict[str, Any]] = []
+        self.logs: list[LogRecord] = []
+        self.enabled = True
+        self.last_event_id: str | None = None
+
+    def worker_resource(self) -> dict[str, str]:
+        slug = slugify(self.worker_name) or "worker"
+        return {
+            "prefect.resource.id": f"prefect.worker.kubernetes.{slug}",
+            "prefect.resource.name": self.worker_name,
+            "prefect.version": "3.9.1",
+            "prefect.worker-type": "kubernetes",
+            "prefect-job-operator.version": __version__,
+        }
+
+    def pool_related(self) -> dict[str, str]:
+        return {
+            "prefect.resource.id": f"prefect.work-pool.{self.pool.get('id')}",
+            "prefect.resource.role": "work-pool",
+            "prefect.resource.name": str(self.pool.get("name")),
+            "prefect.work-pool.type": str(self.pool.get("type", "kubernetes")),
+        }
+
+    def event(
+        self,
+        name: str,
+        *,
+        related: list[dict[str, str]] | None = None,
+        payload: dict[str, Any] | None = None,
+        follows: str | None = None,
+    ) -> str:
+        event_id = str(uuid.uuid4())
+        if self.enabled:
+            self.events.append(
+                {
+                    "id": event_id,
+                    "occurred": _now().isoformat(),
+                    "event": name,
+                    "resource": self.worker_resource(),
+                    "related": [*(related or []), self.pool_related()],
+                    "payload": payload or {},
+                    **({"follows": follows} if follows else {}),
+                }
+            )
+        return event_id
+
+    def run_related(
+        self,
+        flow_run: Mapping[str, Any],
+        deployment: Mapping[str, Any] | None,
+        flow: Mapping[str, Any] | None,
+        pid: str | None = None,
+        status_code: int | None = None,
+    ) -> list[dict[str, str]]:
+        run_res = {
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.get('id')}",
+            "prefect.resource.role": "flow-run",
+            "prefect.resource.name": str(flow_run.get("name", "")),
+        }
+        if pid is not None:
+            run_res["prefect.infrastructure.identifier"] = pid
+        if status_code is not None:
+            run_res["prefect.infrastructure.status-code"] = str(status_code)
+        related = [run_res]
+        if deployment:
+            related.append(
+                {
+                    "prefect.resource.id": f"prefect.deployment.{deployment.get('id')}",
+                    "prefect.resource.role": "deployment",
+                    "prefect.resource.name": str(deployment.get("name", "")),
+                }
+            )
+        if flow:
+            related.append(
+                {
+                    "prefect.resource.id": f"prefect.flow.{flow.get('id')}",
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": str(flow.get("name", "")),
+                }
+            )
+        for tag in flow_run.get("tags") or []:
+            related.append(
+                {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
+            )
+        return related
+
+    def run_log(self, flow_run_id: str, level: int, message: str) -> None:
+        if len(self.logs) >= 10 * MAX_BATCH:  # never let a dead API grow memory
+            return
+        self.logs.append(
+            LogRecord(
+                name="prefect.flow_runs.worker",
+                level=level,
+                message=message,
+                timestamp=_now(),
+                flow_run_id=uuid.UUID(flow_run_id),
+            )
+        )
+
+    async def flush(self) -> None:
+        events, self.events = self.events[:MAX_BATCH], self.events[MAX_BATCH:]
+        logs, self.logs = self.logs[:MAX_BATCH], self.logs[MAX_BATCH:]
+        try:
+            if events:
+                await self.client.emit_events(events)
+            if logs:
+                await self.client.create_logs(logs)
+        except PrefectAPIError as exc:
+            log.warning(
+                "Sending %d events and %d logs to Prefect failed: %s", len(events), len(logs), exc
+            )
+
+    async def flush_forever(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.flush()

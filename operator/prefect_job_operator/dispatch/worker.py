@@ -1,0 +1,357 @@
+"""The lifecycle of one WorkPool on this replica: lease, sync, heartbeat, poll, sweep, status.
+
+Everything runs in one anyio task group per leadership term; losing the Lease or a stop
+request cancels the whole group, so no loop outlives the right to act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from prefect_job_operator.api import conditions as c
+from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, VERSION
+from prefect_job_operator.dispatch import sweep
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.submit import poll_once
+from prefect_job_operator.dispatch.sync import SyncProblem, heartbeat, sync_pool
+from prefect_job_operator.dispatch.telemetry import Telemetry
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.kube.leases import PoolLease
+from prefect_job_operator.prefect_api.errors import (
+    APIUnreachable,
+    PrefectAPIError,
+    Unauthorized,
+    WorkPoolNotFound,
+    WorkQueueNotFound,
+)
+from prefect_job_operator.tracking.runs import InfrastructurePending
+from prefect_job_operator.writeback.cr_status import status_patch
+from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
+
+log = logging.getLogger(__name__)
+
+HEALTH_FACTOR = 30  # BaseWorker: healthy while the last poll is within 30 poll intervals
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeadershipLost(Exception):
+    pass
+
+
+def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
+    """Fold an API failure into the APIReachable facet."""
+    if isinstance(exc, Unauthorized):
+        rt.health.api_reachable, rt.health.api_error = False, f"Unauthorized: {exc}"
+    elif isinstance(exc, APIUnreachable) or (
+        isinstance(exc, PrefectAPIError) and (exc.status is None or exc.status >= 500)
+    ):
+        rt.health.api_reachable, rt.health.api_error = False, str(exc)
+    rt.metrics.api_errors.inc(rt.key, type(exc).__name__)
+
+
+def note_api_ok(rt: PoolRuntime) -> None:
+    if rt.health.api_reachable is False:
+        log.info("Prefect API reachable again for %s", rt.key)
+    rt.health.api_reachable, rt.health.api_error = True, None
+
+
+def report(rt: PoolRuntime) -> PoolReport:
+    now = _now()
+    pending, running, oldest = rt.table.counts(now)
+    pending += len(rt.submitting)
+    h = rt.health
+    polling_ok = h.polling_ok
+    poll_reason, poll_error = h.poll_reason, h.poll_error
+    if not h.leader:
+        polling_ok, poll_reason = False, c.REASON_NOT_LEADER
+        poll_error = f"Another replica ({h.lease_holder}) holds this pool's Lease."
+    elif h.last_poll is not None and polling_ok:
+        limit = rt.spec.worker.poll_interval_seconds * HEALTH_FACTOR
+        if (now - h.last_poll).total_seconds() > limit:
+            polling_ok, poll_reason = False, c.REASON_STALE
+            poll_error = f"No successful poll for more than {limit}s."
+    api_reason = None
+    if h.api_reachable is False:
+        api_reason = (
+            c.REASON_UNAUTHORIZED
+            if (h.api_error or "").startswith("Unauthorized")
+            else c.REASON_UNREACHABLE
+        )
+    return PoolReport(
+        pool_id=rt.pool_id,
+        pool_name=rt.pool_name,
+        pool_type=rt.spec.type,
+        worker_name=rt.worker_name,
+        lease_holder=h.lease_holder,
+        api_reachable=h.api_reachable,
+        api_error=h.api_error,
+        api_reason=api_reason,
+        pool_synced=h.pool_synced,
+        sync_error=h.sync_error,
+        sync_reason=h.sync_reason,
+        polling_ok=polling_ok,
+        poll_error=poll_error,
+        poll_reason=poll_reason,
+        last_poll_time=h.last_poll,
+        last_heartbeat_time=h.last_heartbeat,
+        counts=RunCounts(
+            pending=pending,
+            running=running,
+            submitted=rt.counters.submitted,
+            crashed=rt.counters.crashed,
+            cancelled=rt.counters.cancelled,
+        ),
+        oldest_pending_since=oldest,
+        invalid_spec=rt.invalid_spec,
+    )
+
+
+async def write_status(rt: PoolRuntime) -> None:
+    rep = report(rt)
+    patch = status_patch(
+        rep, previous=rt.body.get("status") or {}, generation=rt.generation, now=_now()
+    )
+    rt.metrics.runs_by_state.set(rep.counts.pending, rt.key, "pending")
+    rt.metrics.runs_by_state.set(rep.counts.running, rt.key, "running")
+    ready: dict[str, Any] = next((x for x in patch["conditions"] if x["type"] == c.READY), {})
+    rt.metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, rt.key)
+    try:
+        await rt.kube.patch_status(GROUP, VERSION, PLURAL, rt.namespace, rt.name, patch)
+    except KubeError as exc:
+        log.warning("Writing the status of WorkPool %s failed: %s", rt.key, exc)
+
+
+async def _every(seconds: float, fn: Callable[[], Awaitable[Any]], name: str) -> None:
+    """Call fn forever at a fixed interval; one failure never ends the loop."""
+    while True:
+        started = time.monotonic()
+        try:
+            await fn()
+        except (LeadershipLost, anyio.get_cancelled_exc_class()):
+            raise
+        except Exception:
+            log.exception("The %s loop failed; it continues", name)
+        await anyio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+
+
+async def _sync_and_heartbeat(
+    rt: PoolRuntime, registry_hook: Callable[[PoolRuntime], None]
+) -> None:
+    try:
+        changes = await sync_pool(rt)
+        note_api_ok(rt)
+        if rt.health.pool_synced is not True or changes:
+            await rt.event_k8s(
+                "Normal",
+                "PoolSynced",
+                f'Prefect work pool "{rt.pool_name}" synced'
+                + (f": {'; '.join(changes)}" if changes else ""),
+            )
+        rt.health.pool_synced, rt.health.sync_reason, rt.health.sync_error = (
+            True,
+            c.REASON_SYNCED,
+            None,
+        )
+        registry_hook(rt)
+        await heartbeat(rt)
+        rt.health.last_heartbeat = _now()
+    except SyncProblem as exc:
+        if rt.health.sync_error != exc.message:
+            await rt.event_k8s("Warning", exc.reason, exc.message)
+        rt.health.pool_synced, rt.health.sync_reason, rt.health.sync_error = (
+            False,
+            exc.reason,
+            exc.message,
+        )
+        note_api_ok(rt)
+    except PrefectAPIError as exc:
+        was = rt.health.api_reachable
+        note_api_error(rt, exc)
+        if was is not False and rt.health.api_reachable is False:
+            await rt.event_k8s("Warning", "APIUnreachable", str(exc))
+        if isinstance(exc, Unauthorized):
+            rt.health.pool_synced, rt.health.sync_reason = False, c.REASON_UNAUTHORIZED
+            rt.health.sync_error = str(exc)
+
+
+async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
+    if rt.health.pool_synced is not True:
+        return
+    try:
+        await poll_once(rt, tg, limiter)
+        note_api_ok(rt)
+        rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
+            True,
+            c.REASON_POLLING,
+            None,
+        )
+    except WorkQueueNotFound as exc:
+        if rt.health.poll_reason != c.REASON_QUEUE_NOT_FOUND:
+            await rt.event_k8s("Warning", c.REASON_QUEUE_NOT_FOUND, str(exc))
+        rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
+            False,
+            c.REASON_QUEUE_NOT_FOUND,
+            str(exc),
+        )
+    except WorkPoolNotFound as exc:
+        rt.health.pool_synced, rt.health.sync_reason, rt.health.sync_error = (
+            False,
+            c.REASON_POOL_NOT_FOUND,
+            str(exc),
+        )
+    except PrefectAPIError as exc:
+        note_api_error(rt, exc)
+        rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
+            False,
+            c.REASON_POLL_FAILED,
+            str(exc),
+        )
+
+
+async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
+    if rt.health.pool_synced is not True:
+        return
+    tick[0] += 1
+    try:
+        await sweep.sweep_cancelling(rt)
+        await sweep.sweep_pending(rt)
+        await sweep.sweep_running(rt)
+        if tick[0] % 6 == 1:
+            await sweep.sweep_final_with_jobs(rt)
+            rt.table.forget_finished(_now())
+    except PrefectAPIError as exc:
+        note_api_error(rt, exc)
+
+
+async def seed_table(rt: PoolRuntime) -> None:
+    """Learn every existing Job and pod of this pool before acting (restart safety)."""
+    if not rt.pool_id:
+        return
+    selector = f"{LABEL_OPERATOR}={rt.settings.instance},prefect.io/work-pool-id={rt.pool_id}"
+    jobs = await rt.kube.list_jobs(rt.watched_namespaces(), selector)
+    actions = []
+    for job in jobs:
+        actions += rt.table.observe_job(None, job)
+    namespaces = {j["metadata"]["namespace"] for j in jobs}
+    for ns in namespaces:
+        for pod in await rt.kube.list_pods(ns, selector):
+            actions += rt.table.observe_pod(None, pod)
+    log.info("WorkPool %s: adopted %d existing Jobs", rt.key, len(jobs))
+    await sweep.apply_actions(rt, [a for a in actions if not isinstance(a, InfrastructurePending)])
+
+
+async def lead(
+    rt: PoolRuntime, lease: PoolLease, registry_hook: Callable[[PoolRuntime], None]
+) -> None:
+    """One leadership term: returns (or raises LeadershipLost) when the lease is gone."""
+    w = rt.spec.worker
+    rt.telemetry = Telemetry(rt.client, worker_name=rt.worker_name, pool=rt.pool)
+    rt.telemetry.enabled = w.emit_events
+    limiter = anyio.CapacityLimiter(w.submit_concurrency)
+    await _sync_and_heartbeat(rt, registry_hook)
+    rt.telemetry.pool = rt.pool
+    try:
+        await seed_table(rt)
+    except KubeError as exc:
+        log.warning("Listing existing Jobs of %s failed: %s", rt.key, exc)
+    started_event = rt.telemetry.event("prefect.worker.started")
+    tick = [0]
+
+    async def renew() -> None:
+        if not await lease.try_acquire():
+            raise LeadershipLost()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_every, lease.duration / 3, renew, "lease")
+            tg.start_soon(
+                _every,
+                w.heartbeat_interval_seconds,
+                lambda: _sync_and_heartbeat(rt, registry_hook),
+                "heartbeat",
+            )
+            tg.start_soon(_every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll")
+            tg.start_soon(
+                _every, rt.settings.sweep_interval_seconds, lambda: _sweep(rt, tick), "sweep"
+            )
+            tg.start_soon(
+                _every,
+                1.0,
+                lambda: sweep.apply_actions(rt, rt.table.check_deadlines(_now())),
+                "deadlines",
+            )
+            tg.start_soon(
+                _every, rt.settings.status_interval_seconds, lambda: write_status(rt), "status"
+            )
+            assert rt.telemetry is not None
+            tg.start_soon(rt.telemetry.flush_forever)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if rt.telemetry is not None:
+                rt.telemetry.event("prefect.worker.stopped", follows=started_event)
+                with anyio.move_on_after(5):
+                    await rt.telemetry.flush()
+
+
+async def run_pool(
+    rt: PoolRuntime,
+    registry_hook: Callable[[PoolRuntime], None],
+) -> None:
+    """Compete for the pool's Lease forever; lead while holding it."""
+    identity = rt.settings.identity or _hostname()
+    lease = PoolLease(
+        rt.kube,
+        rt.namespace,
+        f"prefect-job-operator.{rt.name}"[:253],
+        identity,
+        rt.settings.lease_duration_seconds,
+    )
+    try:
+        while True:
+            try:
+                held = await lease.try_acquire()
+            except KubeError as exc:
+                log.warning("Lease of %s: %s", rt.key, exc)
+                held = False
+            rt.health.leader, rt.health.lease_holder = held, lease.holder
+            rt.metrics.leader.set(1.0 if held else 0.0, rt.key)
+            if not held:
+                await write_status(rt)
+                await anyio.sleep(lease.duration / 3)
+                continue
+            log.info("WorkPool %s: this replica (%s) leads", rt.key, identity)
+            await rt.event_k8s("Normal", "Leading", f"Replica {identity} dispatches this pool")
+            try:
+                await lead(rt, lease, registry_hook)
+            except* LeadershipLost:
+                log.warning("WorkPool %s: lease lost; stopping dispatch", rt.key)
+                rt.health.leader = False
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await lease.release()
+            rt.health.leader = False
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+async def wait_first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,141 @@
+"""kopf glue only: settings at startup, one daemon per WorkPool, the Job and Pod watches.
+
+Every decision lives in dispatch/, tracking/ and writeback/; these functions translate
+kopf's calling convention and nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from prefect_job_operator.api import conditions as c
+from prefect_job_operator.api.v1alpha1 import (
+    GROUP,
+    LABEL_OPERATOR,
+    PLURAL,
+    VERSION,
+    InvalidSpecError,
+    WorkPoolSpec,
+)
+from prefect_job_operator.dispatch.worker import run_pool, write_status
+from prefect_job_operator.pool_factory import bind_pool_id, build_runtime
+from prefect_job_operator.prefect_api.errors import PrefectAPIError, WorkPoolNotFound
+from prefect_job_operator.registry import OperatorContext
+from prefect_job_operator.writeback.cr_status import status_patch
+from prefect_job_operator.writeback.outcomes import PoolReport
+
+log = logging.getLogger(__name__)
+FINALIZER = "prefect-job-operator.dev/finalizer"
+
+
+def configure(settings: kopf.OperatorSettings, instance: str) -> None:
+    """kopf settings: standalone (our Leases do HA), server-side label selectors."""
+    settings.peering.standalone = True
+    settings.persistence.finalizer = FINALIZER
+    selector = f"{LABEL_OPERATOR}={instance}"
+    settings.watching.label_selectors["batch", "v1", "jobs"] = selector
+    settings.watching.label_selectors["v1", "pods"] = selector
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.posting.level = logging.WARNING
+    settings.batching.worker_limit = 200
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: OperatorContext, **_: Any) -> None:
+    configure(settings, memo.settings.instance)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=15, id="dispatch")
+async def workpool_daemon(
+    body: kopf.Body, stopped: kopf.DaemonStopped, memo: OperatorContext, **_: Any
+) -> None:
+    """Run the pool while the CR exists; rebuild it when the spec generation changes."""
+    ctx = memo
+    while not stopped:
+        generation = body.get("metadata", {}).get("generation")
+        try:
+            rt = await build_runtime(ctx, body)
+        except InvalidSpecError as exc:
+            await _report_invalid(ctx, body, str(exc))
+            await _wait_for_change(body, generation, stopped)
+            continue
+        task = asyncio.create_task(run_pool(rt, lambda r: bind_pool_id(ctx, r)))
+        try:
+            await _wait_for_change(body, generation, stopped, task)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            ctx.unregister(rt)
+            await rt.client.aclose()
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("WorkPool %s dispatcher failed: %r; restarting", rt.key, task.exception())
+            await asyncio.sleep(5)
+
+
+async def _wait_for_change(
+    body: kopf.Body,
+    generation: Any,
+    stopped: kopf.DaemonStopped,
+    task: asyncio.Task[Any] | None = None,
+) -> None:
+    while not stopped and body.get("metadata", {}).get("generation") == generation:
+        if task is not None and task.done():
+            return
+        await asyncio.sleep(1.0)
+
+
+async def _report_invalid(ctx: OperatorContext, body: kopf.Body, message: str) -> None:
+    meta = body.get("metadata", {})
+    patch = status_patch(
+        PoolReport(invalid_spec=message),
+        previous=body.get("status") or {},
+        generation=int(meta.get("generation") or 0),
+        now=datetime.now(UTC),
+    )
+    await ctx.events.post(dict(body), "Warning", c.REASON_INVALID_SPEC, message)
+    try:
+        await ctx.kube.patch_status(GROUP, VERSION, PLURAL, meta["namespace"], meta["name"], patch)
+    except Exception as exc:
+        log.warning("Writing the status of %s failed: %s", meta.get("name"), exc)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="deletion-policy")
+async def workpool_delete(body: kopf.Body, memo: OperatorContext, **_: Any) -> None:
+    """Retain (default) leaves the Prefect pool; Delete removes it."""
+    try:
+        spec = WorkPoolSpec.from_cr(body)
+        if spec.deletion_policy != "Delete":
+            return
+        rt = await build_runtime(memo, body)
+    except InvalidSpecError:
+        return  # nothing was ever created from an invalid spec
+    try:
+        await rt.client.delete_work_pool(spec.resolved_pool_name)
+    except WorkPoolNotFound:
+        pass
+    except PrefectAPIError as exc:
+        raise kopf.TemporaryError(f"Deleting the Prefect pool failed: {exc}", delay=10) from exc
+    finally:
+        await rt.client.aclose()
+
+
+@kopf.on.event("batch", "v1", "jobs")
+async def job_event(event: kopf.RawEvent, memo: OperatorContext, **_: Any) -> None:
+    await memo.on_job(event.get("type"), event["object"])
+
+
+@kopf.on.event("v1", "pods")
+async def pod_event(event: kopf.RawEvent, memo: OperatorContext, **_: Any) -> None:
+    await memo.on_pod(event.get("type"), event["object"])
+
+
+__all__ = ["configure", "write_status"]

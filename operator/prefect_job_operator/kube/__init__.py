@@ -1,0 +1,1 @@
+"""Kubernetes boundary: the only package that imports kubernetes_asyncio."""

@@ -1,0 +1,268 @@
+"""One shared Kubernetes API client for the whole operator.
+
+Raw JSON (``_preload_content=False``) is used on the hot paths: deserialising into the
+generated V1Job models costs more CPU than the request itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+Json = dict[str, Any]
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; ``status`` is the HTTP code (0 for transport errors)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}" if status else message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _any(body: Any) -> Any:
+    """Plain dict bodies are serialised as-is; the generated stubs only know model types."""
+    return body
+
+
+def _error(exc: ApiException) -> KubeError:
+    message = exc.reason or ""
+    reason = exc.reason or ""
+    try:
+        body = json.loads(exc.body or "{}")
+        message = body.get("message") or message
+        reason = body.get("reason") or reason
+    except (ValueError, TypeError):
+        pass
+    return KubeError(int(exc.status or 0), str(reason), str(message))
+
+
+async def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    cfg = client.Configuration()
+    await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    cfg.connection_pool_maxsize = 32
+    return client.ApiClient(configuration=cfg)
+
+
+class Kube:
+    """The Kubernetes calls the operator makes, as raw JSON dicts."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    @staticmethod
+    async def _json(coro: Any) -> Json:
+        """Await a raw (``_preload_content=False``) call; non-2xx becomes KubeError."""
+        try:
+            resp = await coro
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+        except ApiException as exc:
+            raise _error(exc) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeError(0, "Unreachable", f"Kubernetes API unreachable: {exc!r}") from None
+        try:
+            data: Json = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {"message": raw.decode(errors="replace")}
+        if not 200 <= resp.status <= 299:
+            raise KubeError(resp.status, str(data.get("reason", "")), str(data.get("message", "")))
+        return data
+
+    # Jobs ------------------------------------------------------------------------------
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> Json:
+        return await self._json(
+            self.batch.create_namespaced_job(namespace, _any(body), _preload_content=False)
+        )
+
+    async def read_job(self, namespace: str, name: str) -> Json:
+        return await self._json(
+            self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+        )
+
+    async def delete_job(self, namespace: str, name: str, *, grace_seconds: int = 30) -> None:
+        """Delete a Job and (in the background) its pods; a missing Job is not an error."""
+        body = {"propagationPolicy": "Background", "gracePeriodSeconds": grace_seconds}
+        try:
+            await self._json(
+                self.batch.delete_namespaced_job(
+                    name, namespace, body=_any(body), _preload_content=False
+                )
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def list_jobs(self, namespaces: Sequence[str] | None, label_selector: str) -> list[Json]:
+        """All Jobs matching the selector, in the namespaces (None = cluster-wide), paged."""
+        out: list[Json] = []
+        for ns in namespaces if namespaces is not None else [None]:
+            cont: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"label_selector": label_selector, "limit": 500}
+                if cont:
+                    kwargs["_continue"] = cont
+                if ns is None:
+                    page = await self._json(
+                        self.batch.list_job_for_all_namespaces(_preload_content=False, **kwargs)
+                    )
+                else:
+                    page = await self._json(
+                        self.batch.list_namespaced_job(ns, _preload_content=False, **kwargs)
+                    )
+                out.extend(page.get("items") or [])
+                cont = (page.get("metadata") or {}).get("continue")
+                if not cont:
+                    break
+        return out
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[Json]:
+        page = await self._json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=label_selector, _preload_content=False
+            )
+        )
+        return list(page.get("items") or [])
+
+    async def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        try:
+            text = await self.core.read_namespaced_pod_log(
+                pod, namespace, container=container, tail_lines=lines
+            )
+        except ApiException as exc:
+            raise _error(exc) from None
+        return str(text)
+
+    # Secrets / ConfigMaps --------------------------------------------------------------
+    async def create_or_replace_secret(self, namespace: str, body: Mapping[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        try:
+            await self._json(
+                self.core.create_namespaced_secret(namespace, _any(body), _preload_content=False)
+            )
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            await self._json(
+                self.core.replace_namespaced_secret(
+                    name, namespace, _any(body), _preload_content=False
+                )
+            )
+
+    async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
+        import base64
+
+        secret = await self._json(
+            self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        )
+        data = secret.get("data") or {}
+        if key not in data:
+            raise KubeError(404, "NotFound", f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(data[key]).decode()
+
+    async def read_configmap_value(self, namespace: str, name: str, key: str) -> str:
+        cm = await self._json(
+            self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        )
+        data = cm.get("data") or {}
+        if key not in data:
+            raise KubeError(404, "NotFound", f"ConfigMap {namespace}/{name} has no key {key!r}")
+        return str(data[key])
+
+    # Custom resources ------------------------------------------------------------------
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Json
+    ) -> None:
+        await self._json(
+            self.custom.patch_namespaced_custom_object_status(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+                _preload_content=False,
+                _content_type="application/merge-patch+json",  # runtime-supported, not in stubs
+            )  # type: ignore[call-arg]
+        )
+
+    # Events ----------------------------------------------------------------------------
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+        component: str,
+        now: str,
+    ) -> None:
+        meta = involved.get("metadata") or {}
+        ns = meta.get("namespace") or "default"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'obj')}.", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": ns,
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": component,
+            "reportingInstance": component,
+        }
+        await self._json(self.core.create_namespaced_event(ns, _any(body), _preload_content=False))
+
+    # Leases ----------------------------------------------------------------------------
+    async def read_lease(self, namespace: str, name: str) -> Json | None:
+        try:
+            return await self._json(
+                self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> Json:
+        return await self._json(
+            self.coordination.create_namespaced_lease(namespace, _any(body), _preload_content=False)
+        )
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> Json:
+        """Optimistic update: the body's resourceVersion makes a lost race a 409."""
+        return await self._json(
+            self.coordination.replace_namespaced_lease(
+                name, namespace, _any(body), _preload_content=False
+            )
+        )

@@ -1,0 +1,92 @@
+"""Build a PoolRuntime from a WorkPool body: parse the spec, resolve credentials, clients."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prefect_job_operator import __version__
+from prefect_job_operator.api.v1alpha1 import InvalidSpecError, WorkPoolSpec
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.registry import OperatorContext
+from prefect_job_operator.rendering import SecretKeyRef, WorkerContext
+from prefect_job_operator.writeback.prefect_states import StateWriter
+
+
+async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRuntime:
+    """Raises InvalidSpecError with a user-facing message when the spec cannot work."""
+    meta = body.get("metadata") or {}
+    spec = WorkPoolSpec.from_cr(body)
+    settings = ctx.settings
+    namespace = str(meta.get("namespace"))
+    api_url = spec.api.url or settings.api_url
+    if not api_url:
+        raise InvalidSpecError(
+            "spec.api.url: no Prefect API URL; set it here or give the operator PJO_API_URL"
+        )
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    auth_string = settings.api_auth_string.get_secret_value() if settings.api_auth_string else None
+    secret_env: dict[str, SecretKeyRef] = {}
+    try:
+        if spec.api.api_key_secret_ref is not None:
+            ref = spec.api.api_key_secret_ref
+            api_key = await ctx.kube.read_secret_value(namespace, ref.name, ref.key)
+            auth_string = None
+            secret_env["PREFECT_API_KEY"] = SecretKeyRef(ref.name, ref.key)
+        elif spec.api.auth_string_secret_ref is not None:
+            ref2 = spec.api.auth_string_secret_ref
+            auth_string = await ctx.kube.read_secret_value(namespace, ref2.name, ref2.key)
+            api_key = None
+            secret_env["PREFECT_API_AUTH_STRING"] = SecretKeyRef(ref2.name, ref2.key)
+    except KubeError as exc:
+        raise InvalidSpecError(f"spec.api: cannot read the credentials Secret: {exc}") from None
+    if not secret_env:
+        if api_key and settings.api_key_secret_name:
+            secret_env["PREFECT_API_KEY"] = SecretKeyRef(
+                settings.api_key_secret_name, settings.api_key_secret_key
+            )
+        if auth_string and settings.api_auth_string_secret_name:
+            secret_env["PREFECT_API_AUTH_STRING"] = SecretKeyRef(
+                settings.api_auth_string_secret_name, settings.api_auth_string_secret_key
+            )
+    client = PrefectClient(
+        api_url,
+        api_key=api_key,
+        auth_string=auth_string,
+        user_agent=f"prefect-job-operator/{__version__}",
+        on_request=ctx.metrics.on_api_request,
+    )
+    rt = PoolRuntime(
+        namespace=namespace,
+        name=str(meta.get("name")),
+        uid=str(meta.get("uid")),
+        body=dict(body),
+        spec=spec,
+        generation=int(meta.get("generation") or 0),
+        settings=settings,
+        kube=ctx.kube,
+        metrics=ctx.metrics,
+        client=client,
+        writer=StateWriter(client),
+        events=ctx.events,
+    )
+    rt.worker_ctx = WorkerContext(
+        worker_name=rt.worker_name,
+        work_pool_name=rt.pool_name,
+        work_pool_id="",
+        prefect_env={"PREFECT_API_URL": api_url},
+        secret_env=secret_env,
+        default_image=settings.default_image,
+    )
+    return rt
+
+
+def bind_pool_id(ctx: OperatorContext, rt: PoolRuntime) -> None:
+    """After a sync the pool id is known: route Job events here and label Jobs with it."""
+    if rt.worker_ctx is not None and rt.worker_ctx.work_pool_id != (rt.pool_id or ""):
+        from dataclasses import replace
+
+        rt.worker_ctx = replace(rt.worker_ctx, work_pool_id=rt.pool_id or "")
+    ctx.register(rt)

@@ -1,0 +1,65 @@
+"""Start the operator: settings, the shared Kubernetes client, /healthz + /metrics, kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from prefect_job_operator.settings import OperatorSettings
+
+
+def run_operator(*, namespaces: Sequence[str] | None, verbose: bool) -> int:
+    """Blocking entry point of `prefect-job-operator run`."""
+    settings = OperatorSettings()
+    watch = list(namespaces or settings.namespaces)
+    _configure_logging(settings.log_format, verbose)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(settings, watch))
+    return 0
+
+
+def _configure_logging(fmt: str, verbose: bool) -> None:
+    import kopf
+
+    kopf.configure(
+        debug=verbose,
+        verbose=verbose,
+        log_format=kopf.LogFormat.JSON if fmt == "json" else kopf.LogFormat.PLAIN,
+    )
+    logging.getLogger("prefect_job_operator").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+async def _main(settings: OperatorSettings, namespaces: list[str]) -> None:
+    import kopf
+
+    from prefect_job_operator import handlers
+    from prefect_job_operator.health import start_server
+    from prefect_job_operator.kube.client import Kube, load_api_client
+    from prefect_job_operator.kube.events import EventSink
+    from prefect_job_operator.metrics import Metrics
+    from prefect_job_operator.registry import OperatorContext
+
+    kube = Kube(await load_api_client())
+    ctx = OperatorContext(
+        settings=settings,
+        kube=kube,
+        metrics=Metrics(),
+        events=EventSink(kube, "prefect-job-operator"),
+    )
+    health = await start_server(ctx, settings.health_host, settings.health_port)
+    kopf_settings = kopf.OperatorSettings()
+    handlers.configure(kopf_settings, settings.instance)
+    try:
+        await kopf.operator(
+            settings=kopf_settings,
+            memo=ctx,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+        )
+    finally:
+        await health.cleanup()
+        await kube.close()

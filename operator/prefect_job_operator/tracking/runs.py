@@ -1,0 +1,254 @@
+"""What the Job and Pod watches tell us about each flow run of one pool.
+
+The table is fed by the operator-wide watches (one on Jobs, one on Pods) and turned into
+actions by pure decisions; the pool worker carries the actions out. Only slim copies of
+the objects are kept, so memory stays flat with thousands of runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
+from prefect_job_operator.tracking.diagnosis import Diagnosis, diagnose
+
+ANNOTATION_POD_WATCH_TIMEOUT = "prefect-job-operator.dev/pod-watch-timeout-seconds"
+ANNOTATION_JOB_WATCH_TIMEOUT = "prefect-job-operator.dev/job-watch-timeout-seconds"
+
+Json = dict[str, Any]
+
+
+def _slim(obj: Mapping[str, Any], spec_keys: Iterable[str]) -> Json:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return {
+        "metadata": {
+            k: meta.get(k)
+            for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp")
+        },
+        "spec": {k: spec[k] for k in spec_keys if k in spec},
+        "status": dict(obj.get("status") or {}),
+    }
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "", "None") else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class RunRecord:
+    """Everything known about the Job of one flow run."""
+
+    flow_run_id: str
+    namespace: str
+    job_name: str
+    job_uid: str | None = None
+    job: Json | None = None
+    pods: dict[str, Json] = field(default_factory=dict)
+    deleted: bool = False
+    created_at: datetime | None = None
+    pod_watch_timeout: int | None = None
+    job_watch_timeout: int | None = None
+    infra_pending_reported: bool = False
+    outcome_reported: bool = False
+
+    @property
+    def pid(self) -> str:
+        return f"{self.namespace}:{self.job_name}"
+
+    def diagnosis(self, now: datetime) -> Diagnosis:
+        return diagnose(self.job or {}, list(self.pods.values()), now)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Propose Crashed for a run (unless it is already final, cancelling or rescheduled)."""
+
+    record: RunRecord
+    message: str
+    delete_job: bool = False
+
+
+@dataclass(frozen=True)
+class InfrastructurePending:
+    record: RunRecord
+
+
+@dataclass(frozen=True)
+class JobGone:
+    """The Job vanished while its run was not final: Cancelled if cancelling, else Crashed."""
+
+    record: RunRecord
+
+
+Action = Crash | InfrastructurePending | JobGone
+
+
+class RunTable:
+    """Per-pool map flow-run id → RunRecord, with the decisions the watches trigger."""
+
+    def __init__(self) -> None:
+        self.by_run: dict[str, RunRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_run)
+
+    def get(self, flow_run_id: str) -> RunRecord | None:
+        return self.by_run.get(flow_run_id)
+
+    def _record_for(self, obj: Mapping[str, Any]) -> RunRecord | None:
+        meta = obj.get("metadata") or {}
+        run_id = (meta.get("labels") or {}).get(LABEL_FLOW_RUN_ID)
+        if not run_id:
+            return None
+        rec = self.by_run.get(run_id)
+        if rec is None and obj.get("kind", "Job") == "Job":
+            rec = RunRecord(run_id, meta.get("namespace", ""), meta.get("name", ""))
+            self.by_run[run_id] = rec
+        return rec
+
+    def observe_job(self, event_type: str | None, job: Mapping[str, Any]) -> list[Action]:
+        """Fold a Job watch event in; return what must be told to Prefect."""
+        meta = job.get("metadata") or {}
+        run_id = (meta.get("labels") or {}).get(LABEL_FLOW_RUN_ID)
+        if not run_id:
+            return []
+        rec = self.by_run.get(run_id)
+        if (
+            rec is not None
+            and rec.job_name != meta.get("name")
+            and not rec.deleted
+            and event_type == "DELETED"
+        ):
+            # A newer submission of the same run owns the record; the old Job's deletion is
+            # not news.
+            return []
+        if rec is None or rec.job_name != meta.get("name"):
+            rec = RunRecord(run_id, meta.get("namespace", ""), meta.get("name", ""))
+            self.by_run[run_id] = rec
+        annotations = meta.get("annotations") or {}
+        rec.job_uid = meta.get("uid")
+        rec.job = _slim(job, ("backoffLimit", "activeDeadlineSeconds"))
+        rec.pod_watch_timeout = _int_or_none(annotations.get(ANNOTATION_POD_WATCH_TIMEOUT))
+        rec.job_watch_timeout = _int_or_none(annotations.get(ANNOTATION_JOB_WATCH_TIMEOUT))
+        created = meta.get("creationTimestamp")
+        if created and rec.created_at is None:
+            rec.created_at = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+        now = datetime.now(UTC)
+        if event_type == "DELETED":
+            rec.deleted = True
+            diag = rec.diagnosis(now)
+            if diag.phase == "succeeded" or rec.outcome_reported:
+                return []
+            rec.outcome_reported = True
+            return [JobGone(rec)]
+        diag = rec.diagnosis(now)
+        if diag.job_failed and not rec.outcome_reported:
+            rec.outcome_reported = True
+            return [Crash(rec, diag.message or f"Job {rec.job_name} failed.")]
+        return []
+
+    def observe_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> list[Action]:
+        meta = pod.get("metadata") or {}
+        run_id = (meta.get("labels") or {}).get(LABEL_FLOW_RUN_ID)
+        rec = self.by_run.get(run_id) if run_id else None
+        if rec is None:
+            return []
+        job_name = (meta.get("labels") or {}).get("job-name") or (
+            (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
+        )
+        if job_name and job_name != rec.job_name:
+            return []
+        name = meta.get("name", "")
+        if event_type == "DELETED":
+            rec.pods.pop(name, None)
+            return []
+        rec.pods[name] = _slim(pod, ("nodeName",))
+        phase = (pod.get("status") or {}).get("phase")
+        if phase == "Pending" and not rec.infra_pending_reported and not rec.outcome_reported:
+            rec.infra_pending_reported = True
+            return [InfrastructurePending(rec)]
+        diag = rec.diagnosis(datetime.now(UTC))
+        if diag.job_failed and not rec.outcome_reported:
+            rec.outcome_reported = True
+            return [Crash(rec, diag.message or f"Job {rec.job_name} failed.")]
+        return []
+
+    def check_deadlines(self, now: datetime) -> list[Action]:
+        """Pods not running within pod_watch_timeout and Jobs over job_watch_timeout."""
+        actions: list[Action] = []
+        for rec in self.by_run.values():
+            if rec.outcome_reported or rec.deleted or rec.job is None:
+                continue
+            diag = rec.diagnosis(now)
+            if diag.job_finished:
+                continue
+            if rec.pod_watch_timeout is not None and diag.phase == "pending":
+                since = diag.pending_since or rec.created_at
+                if since is not None and now - since > timedelta(seconds=rec.pod_watch_timeout):
+                    rec.outcome_reported = True
+                    why = diag.message or "no pod was created"
+                    actions.append(
+                        Crash(
+                            rec,
+                            f"Pod did not start within {rec.pod_watch_timeout}s "
+                            f"(pod_watch_timeout_seconds): {why}",
+                            delete_job=True,
+                        )
+                    )
+                    continue
+            if (
+                rec.job_watch_timeout is not None
+                and rec.created_at is not None
+                and now - rec.created_at > timedelta(seconds=rec.job_watch_timeout)
+            ):
+                rec.outcome_reported = True
+                actions.append(
+                    Crash(
+                        rec,
+                        f"Job {rec.job_name} did not finish within {rec.job_watch_timeout}s "
+                        "(job_watch_timeout_seconds).",
+                        delete_job=True,
+                    )
+                )
+        return actions
+
+    def forget_finished(self, now: datetime, keep_seconds: float = 600) -> None:
+        """Drop records of Jobs that are gone or long finished, so the table stays small."""
+        stale = [
+            run_id
+            for run_id, rec in self.by_run.items()
+            if rec.deleted
+            or (
+                rec.outcome_reported
+                and rec.created_at is not None
+                and (now - rec.created_at).total_seconds() > keep_seconds
+            )
+        ]
+        for run_id in stale:
+            del self.by_run[run_id]
+
+    def counts(self, now: datetime) -> tuple[int, int, datetime | None]:
+        """(pending, running, oldest pending since) over live Jobs."""
+        pending = running = 0
+        oldest: datetime | None = None
+        for rec in self.by_run.values():
+            if rec.deleted or rec.job is None:
+                continue
+            diag = rec.diagnosis(now)
+            if diag.job_finished:
+                continue
+            if diag.phase == "running":
+                running += 1
+            else:
+                pending += 1
+                since = diag.pending_since or rec.created_at
+                if since is not None and (oldest is None or since < oldest):
+                    oldest = since
+        return pending, running, oldest
