@@ -1,0 +1,151 @@
+"""Real execution, cancellation, and the restart/outage guarantees, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_job_operator.rendering import default_base_job_template
+from tests.e2e.harness import E2E, eventually, fast_worker, wait_ready
+from tests.infra import prefect_setup as ps
+from tests.infra.cluster import PROCESS_NODE_PLACEMENT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect]
+
+FLOW_SOURCE = textwrap.dedent(
+    """
+    from prefect import flow
+
+    @flow(log_prints=True)
+    def hello(name: str = "process node") -> int:
+        print(f"hello from the {name}")
+        return 42
+    """
+)
+
+
+def process_node_template() -> dict[str, Any]:
+    template = default_base_job_template()
+    pod_spec = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    pod_spec.update(copy.deepcopy(PROCESS_NODE_PLACEMENT))
+    return template
+
+
+async def test_flow_really_runs_on_the_process_node_and_completes(e2e: E2E, tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "hello_flow.py").write_text(FLOW_SOURCE)
+    e2e.apply_workpool({"worker": fast_worker(), "baseJobTemplate": process_node_template()})
+    e2e.operator.start()
+    await wait_ready(e2e)
+    flow = await ps.create_flow(e2e.http, "hello")
+    dep = await ps.call(
+        e2e.http,
+        "POST",
+        "/deployments/",
+        {
+            "name": ps.unique("hello"),
+            "flow_id": flow["id"],
+            "work_pool_name": e2e.pool,
+            "entrypoint": "hello_flow.py:hello",
+            "job_variables": {"namespace": e2e.ns},
+            "pull_steps": [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(flows)}}
+            ],
+        },
+    )
+    run_id = await e2e.run(dep["id"])
+    run = await e2e.wait_state(run_id, "COMPLETED", timeout=120)
+    assert run["infrastructure_pid"].startswith(f"{e2e.ns}:")
+    jobs = e2e.jobs_by_run()[run_id]
+    assert len(jobs) == 1
+
+
+async def test_cancelling_pending_and_running_runs_deletes_their_jobs(e2e: E2E) -> None:
+    e2e.apply_workpool({"worker": fast_worker()})
+    e2e.operator.start()
+    await wait_ready(e2e)
+    dep = await e2e.deployment({"annotations": {"pjo.test/outcome": "hang"}})
+    pending = await e2e.run(dep, job_variables={"cpu_request": "100000"})  # never scheduled
+    running = await e2e.run(dep)
+    await e2e.wait_pid(pending)
+    await e2e.wait_pid(running)
+    # the flow process would do this; kwok pods run nothing
+    await ps.set_state(e2e.http, running, "RUNNING")
+
+    async def pod_running() -> bool:
+        pods = e2e.get_json("pods", "-l", f"prefect.io/flow-run-id={running}")["items"]
+        return any(p["status"].get("phase") == "Running" for p in pods)
+
+    await eventually("the running run's pod to run", pod_running, 20)
+    for run_id in (pending, running):
+        await ps.set_state(e2e.http, run_id, "CANCELLING")
+    for run_id in (pending, running):
+        run = await e2e.wait_state(run_id, "CANCELLED", timeout=30)
+        assert "prefect-job-operator" in (run["state"]["message"] or "")
+
+    async def jobs_gone() -> bool:
+        by_run = e2e.jobs_by_run()
+        live = [
+            j
+            for r in (pending, running)
+            for j in by_run.get(r, [])
+            if not j["metadata"].get("deletionTimestamp")
+        ]
+        return not live
+
+    await eventually("both Jobs deleted", jobs_gone, 30)
+
+
+async def test_sigkill_during_a_200_run_burst_leaves_exactly_one_job_per_run(e2e: E2E) -> None:
+    e2e.apply_workpool(
+        {"worker": fast_worker(submitConcurrency=8), "recovery": {"pendingGraceSeconds": 5}}
+    )
+    e2e.operator.start()
+    await wait_ready(e2e)
+    dep = await e2e.deployment({"annotations": {"pjo.test/outcome": "hang"}})
+    runs: list[str] = []
+    for _ in range(200):
+        runs.append(await e2e.run(dep))
+    started = time.monotonic()
+    rng = random.Random(1234)
+    for _ in range(4):
+        await asyncio.sleep(rng.uniform(0.5, 3.0))
+        e2e.operator.kill()
+        await asyncio.sleep(rng.uniform(0.0, 1.0))
+        e2e.operator.start()
+
+    async def all_dispatched() -> bool:
+        by_run = e2e.jobs_by_run()
+        return all(r in by_run for r in runs)
+
+    await eventually("a Job for every run", all_dispatched, 180, interval=1.0)
+
+    async def pids_recorded() -> bool:
+        missing = 0
+        for r in runs:
+            run = await e2e.flow_run(r)
+            if not run.get("infrastructure_pid"):
+                missing += 1
+        return missing == 0
+
+    await eventually("every pid recorded", pids_recorded, 60, interval=2.0)
+    elapsed = time.monotonic() - started
+    by_run = e2e.jobs_by_run()
+    duplicates = {
+        r: [j["metadata"]["name"] for j in by_run[r]] for r in runs if len(by_run[r]) != 1
+    }
+    assert not duplicates, duplicates
+    for r in runs:
+        run = await e2e.flow_run(r)
+        job = by_run[r][0]
+        assert run["infrastructure_pid"] == f"{e2e.ns}:{job['metadata']['name']}"
+        assert run["state"]["type"] == "PENDING"
+    print(f"200-run burst with 4 SIGKILLs dispatched in {elapsed:.1f}s")
