@@ -269,6 +269,7 @@ NamespaceName = Annotated[
     str, StringConstraints(pattern=r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$")
 ]
 """A namespace (DNS label) or '*' for any."""
+QueueName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 class WorkPoolSpec(_Spec):
@@ -322,8 +323,9 @@ class WorkPoolSpec(_Spec):
         description="Read the base job template from a ConfigMap key instead. Mutually "
         "exclusive with baseJobTemplate.",
     )
-    work_queues: list[str] = Field(
+    work_queues: list[QueueName] = Field(
         default_factory=list,
+        max_length=100,
         description="Work queues to poll. Empty means every queue of the pool.",
     )
     limit: int | None = Field(
@@ -349,6 +351,7 @@ class WorkPoolSpec(_Spec):
     )
     job_namespaces: list[NamespaceName] = Field(
         default_factory=list,
+        max_length=100,
         description="Namespaces Jobs may be created in (a job variable 'namespace' outside this "
         "list fails the run). Default: only the WorkPool's namespace. ['*'] allows any.",
         json_schema_extra={
