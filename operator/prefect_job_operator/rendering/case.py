@@ -50,28 +50,41 @@ def _worker_slug(worker_name: str) -> str:
     return slugify_name(worker_name) or "worker"
 
 
-def credential_refs(worker_env: Mapping[str, str], worker_name: str) -> dict[str, SecretKeyRef]:
+_CREDENTIALS: Final = {
+    # variable: (explicit secret name setting, explicit key setting, generated Secret suffix)
+    "PREFECT_API_KEY": ("API_KEY_SECRET_NAME", "API_KEY_SECRET_KEY", "api-key"),
+    "PREFECT_API_AUTH_STRING": (
+        "API_AUTH_STRING_SECRET_NAME",
+        "API_AUTH_STRING_SECRET_KEY",
+        "api-auth-string",
+    ),
+}
+
+
+def credential_refs(
+    worker_env: Mapping[str, str], worker_name: str
+) -> tuple[dict[str, SecretKeyRef], set[str]]:
     """Where the Job reads PREFECT_API_KEY / PREFECT_API_AUTH_STRING from.
 
-    An explicit secret name (and key, default "value") is used as is; otherwise the Secret
-    upstream's `create_secret_for_api_key` would create, `prefect-<worker>-api-key`
-    (and `prefect-<worker>-api-auth-string` for the auth string).
+    An explicit `..._SECRET_NAME` (and `..._SECRET_KEY`, default "value") is used as is.
+    Otherwise the Secret that upstream's `create_secret_for_api_key` would create,
+    `prefect-<worker>-api-key` (`-api-auth-string` for the auth string), which the second
+    return value lists so that the command can print it.
     """
     refs: dict[str, SecretKeyRef] = {}
-    if worker_env.get("PREFECT_API_KEY"):
-        name = worker_env.get(f"{_WORKER}API_KEY_SECRET_NAME")
-        key = worker_env.get(f"{_WORKER}API_KEY_SECRET_KEY") or "value"
-        refs["PREFECT_API_KEY"] = SecretKeyRef(
-            name or f"prefect-{_worker_slug(worker_name)}-api-key", key if name else "value"
-        )
-    if worker_env.get("PREFECT_API_AUTH_STRING"):
-        name = worker_env.get(f"{_WORKER}API_AUTH_STRING_SECRET_NAME")
-        key = worker_env.get(f"{_WORKER}API_AUTH_STRING_SECRET_KEY") or "value"
-        refs["PREFECT_API_AUTH_STRING"] = SecretKeyRef(
-            name or f"prefect-{_worker_slug(worker_name)}-api-auth-string",
-            key if name else "value",
-        )
-    return refs
+    generated: set[str] = set()
+    for variable, (name_setting, key_setting, suffix) in _CREDENTIALS.items():
+        if not worker_env.get(variable):
+            continue
+        name = worker_env.get(f"{_WORKER}{name_setting}")
+        if name:
+            refs[variable] = SecretKeyRef(
+                name, worker_env.get(f"{_WORKER}{key_setting}") or "value"
+            )
+        else:
+            refs[variable] = SecretKeyRef(f"prefect-{_worker_slug(worker_name)}-{suffix}", "value")
+            generated.add(variable)
+    return refs, generated
 
 
 def worker_context(case: Mapping[str, Any]) -> WorkerContext:
@@ -92,7 +105,7 @@ def worker_context(case: Mapping[str, Any]) -> WorkerContext:
         work_pool_name=_required(pool, "name", "work_pool"),
         work_pool_id=_required(pool, "id", "work_pool"),
         prefect_env=prefect_env,
-        secret_env=credential_refs(env, worker_name),
+        secret_env=credential_refs(env, worker_name)[0],
         template_env=env,
         store_env_as_secret=_flag(env, f"{_WORKER}STORE_ENV_AS_SECRET"),
     )
@@ -118,25 +131,26 @@ def _references(case: Mapping[str, Any]) -> ResolvedReferences:
     )
 
 
-def _credential_secrets(job: RenderedJob, refs: Mapping[str, SecretKeyRef]) -> list[dict[str, Any]]:
-    """The credential Secrets the worker would upsert, for refs the Job actually uses."""
+def _credential_secrets(
+    job: RenderedJob, generated: Mapping[str, SecretKeyRef]
+) -> list[dict[str, Any]]:
+    """The credential Secrets the worker would upsert, for those the Job really uses."""
+    env = job.manifest["spec"]["template"]["spec"]["containers"][0].get("env") or []
     used = {
         entry["valueFrom"]["secretKeyRef"]["name"]
-        for entry in job.manifest["spec"]["template"]["spec"]["containers"][0].get("env") or []
+        for entry in env
         if isinstance(entry, dict) and "secretKeyRef" in (entry.get("valueFrom") or {})
     }
-    out = []
-    for variable, ref in refs.items():
-        if ref.name in used and ref.name.startswith("prefect-") and ref.key == "value":
-            out.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": ref.name, "namespace": job.namespace},
-                    "stringData": {"value": REDACTED.format(variable)},
-                }
-            )
-    return out
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": ref.name, "namespace": job.namespace},
+            "stringData": {ref.key: REDACTED.format(variable)},
+        }
+        for variable, ref in generated.items()
+        if ref.name in used
+    ]
 
 
 def render_case(case: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,17 +169,10 @@ def render_case(case: Mapping[str, Any]) -> dict[str, Any]:
         references=_references(case),
         claim_id=claim_id,
     )
-    explicit = {
-        f"{_WORKER}API_KEY_SECRET_NAME": "PREFECT_API_KEY",
-        f"{_WORKER}API_AUTH_STRING_SECRET_NAME": "PREFECT_API_AUTH_STRING",
-    }
-    env = case.get("worker_env") or {}
-    generated = {
-        var: ref
-        for var, ref in worker.secret_env.items()
-        if not any(env.get(setting) and var == v for setting, v in explicit.items())
-    }
-    return {"job": job.manifest, "secrets": [*_credential_secrets(job, generated), *job.secrets]}
+    env = {str(k): str(v) for k, v in (case.get("worker_env") or {}).items()}
+    _, generated = credential_refs(env, worker.worker_name)
+    to_create = {var: worker.secret_env[var] for var in sorted(generated)}
+    return {"job": job.manifest, "secrets": [*_credential_secrets(job, to_create), *job.secrets]}
 
 
 def render_case_command(path: str) -> int:
