@@ -262,3 +262,10 @@ def test_the_dockerfile_builds_a_wheel_and_runs_it_unprivileged() -> None:
     assert not re.search(r"apt-get|gcc|build-essential", text)
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignored[1] == "*", "the build context is an allow-list"
+
+
+def test_the_chart_readme_lists_every_documented_value() -> None:
+    _, documented = documented_keys((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text().split("\n## Values\n", 1)[1]
+    rows = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", readme, flags=re.M))
+    assert rows == documented
