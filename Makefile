@@ -1,0 +1,56 @@
+# prefect-job-operator — `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the operator, test and dev dependencies
+
+.PHONY: testbin
+testbin: ## Build (or reuse from cache) the local control plane binaries
+	@tools/testbin/build.sh >/dev/null
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict, import-linter, hadolint
+	$(BIN)/ruff check operator tests scripts bench
+	$(BIN)/ruff format --check operator tests scripts bench
+	$(BIN)/mypy
+	PYTHONPATH=operator $(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+
+.PHONY: generate
+generate: venv ## Regenerate crds/ and the chart's CRD copy from the pydantic models
+	$(BIN)/python scripts/generate.py
+
+.PHONY: verify-generated
+verify-generated: venv ## Fail if crds/ or the chart copy drifted from the models
+	$(BIN)/python scripts/generate.py --check
+
+.PHONY: test-unit
+test-unit: venv ## Fast unit tests only
+	$(BIN)/pytest tests/unit -q
+
+.PHONY: test
+test: venv testbin ## Everything: lint, generated files, unit, integration and end-to-end tests
+	$(MAKE) lint verify-generated
+	$(BIN)/pytest -q --durations=20 --timeout=900
+
+.PHONY: demo
+demo: venv testbin ## The main job: control plane + Prefect + operator + a WorkPool + a real flow run
+	$(BIN)/python scripts/demo.py
+
+.PHONY: bench
+bench: venv testbin ## Benchmarks against the upstream kubernetes worker (writes docs/benchmarks.md)
+	$(BIN)/python -m bench $(BENCH_ARGS)
