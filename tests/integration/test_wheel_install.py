@@ -7,6 +7,7 @@ with only binary distributions (the image has no compiler), run the command. It 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -33,9 +34,20 @@ def run(*argv: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Build from a copy of what the Dockerfile copies, so setuptools' build/ and egg-info
+    # never land in the working tree (and the image's build context is proven sufficient).
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(
+        ROOT / "operator",
+        src / "operator",
+        ignore=shutil.ignore_patterns("*.egg-info", "__pycache__", "*.pyc"),
+    )
     out = tmp_path_factory.mktemp("wheel")
     started = time.monotonic()
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, ROOT)
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, src)
     print(f"wheel built in {time.monotonic() - started:.1f}s")
     (built,) = out.glob("prefect_job_operator-*.whl")
     return built
