@@ -112,9 +112,8 @@ async def demo(work: Path, keep: bool) -> int:
                         fr = await ps.read_flow_run(http, run["id"])
                         state = f"{fr['state']['type']} ({fr['state']['name']})"
                         if state != last:
-                            print(
-                                f"  {time.monotonic() - t0:6.1f}s  {state}  pid={fr.get('infrastructure_pid')}"
-                            )
+                            pid = fr.get("infrastructure_pid")
+                            print(f"  {time.monotonic() - t0:6.1f}s  {state}  pid={pid}")
                             last = state
                         if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                             break
