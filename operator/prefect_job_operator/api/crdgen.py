@@ -118,7 +118,8 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object"},
+            # Declared only so the root rule below can point its error at metadata.name.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec,
             "status": status,
         },
@@ -127,6 +128,7 @@ def build_crd() -> dict[str, Any]:
                 "(has(self.spec) && has(self.spec.poolName)) || "
                 "!self.metadata.name.lowerAscii().startsWith('prefect')",
                 v1alpha1.METADATA_NAME_PREFIX_MESSAGE,
+                field_path=".metadata.name",
             )
         ],
     }

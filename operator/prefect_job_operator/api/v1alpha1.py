@@ -90,8 +90,7 @@ POOL_NAME_PREFIX_MESSAGE: Final = (
     "poolName must not start with 'prefect' (Prefect reserves such pool names)"
 )
 METADATA_NAME_PREFIX_MESSAGE: Final = (
-    "metadata.name starts with 'prefect', which Prefect reserves for pool names: "
-    "set spec.poolName to another name"
+    "Prefect reserves pool names starting with 'prefect': set spec.poolName to another name"
 )
 NAME_CHARS_MESSAGE: Final = "must not contain '/' or '%' (Prefect rejects them in names)"
 
@@ -110,6 +109,50 @@ _TEMPLATE_RULES: list[JsonValue] = [
         CONTAINER_MESSAGE,
     ),
 ]
+
+
+def _open_object(description: str, **properties: JsonValue) -> JsonDict:
+    """A free-form object that still declares the few keys our CEL rules read.
+
+    CEL cannot see fields that the schema does not declare, even under
+    ``x-kubernetes-preserve-unknown-fields``; everything else in the object is kept as is.
+    """
+    node: JsonDict = {
+        "type": "object",
+        "description": description,
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    if properties:
+        node["properties"] = dict(properties)
+    return node
+
+
+_POD_SPEC_SCHEMA = _open_object(
+    "Pod spec of the flow run's pod.",
+    restartPolicy={"type": "string", "description": "Must be Never."},
+    containers={
+        "type": "array",
+        "description": "Must include the container named prefect-job.",
+        "items": _open_object(
+            "A container.", name={"type": "string", "description": "Container name."}
+        ),
+    },
+)
+_TEMPLATE_PROPERTIES: JsonDict = {
+    "job_configuration": _open_object(
+        "Values of the job configuration; strings may hold {{ placeholders }} of variables.",
+        job_manifest=_open_object(
+            "The batch/v1 Job to create per flow run.",
+            spec=_open_object(
+                "Job spec.",
+                template=_open_object("Pod template.", spec=_POD_SPEC_SCHEMA),
+            ),
+        ),
+    ),
+    "variables": _open_object(
+        "JSON schema of the job variables deployments may set (Prefect's 'variables')."
+    ),
+}
 
 
 class _Spec(BaseModel):
@@ -316,7 +359,10 @@ class WorkPoolSpec(_Spec):
         description="Inline Prefect base job template: {job_configuration, variables}, as "
         "`prefect work-pool get-default-base-job-template --type kubernetes` prints it. Default: "
         "the kubernetes worker's default template. Mutually exclusive with baseJobTemplateFrom.",
-        json_schema_extra={"x-kubernetes-validations": _TEMPLATE_RULES},
+        json_schema_extra={
+            "x-kubernetes-validations": _TEMPLATE_RULES,
+            "properties": _TEMPLATE_PROPERTIES,
+        },
     )
     base_job_template_from: BaseJobTemplateFrom | None = Field(
         None,
