@@ -72,6 +72,7 @@ class PoolRuntime:
     health: Health = field(default_factory=Health)
     counters: Counters = field(default_factory=Counters)
     invalid_spec: str | None = None
+    seeded: bool = False
     telemetry: Telemetry | None = None
     events: EventSink | None = None
 

@@ -106,7 +106,7 @@ async def _job_gone(rt: PoolRuntime, rec: RunRecord) -> None:
 
 async def sweep_cancelling(rt: PoolRuntime) -> None:
     """Cancelling runs: delete their Job; a pod that never ran ends Cancelled at once."""
-    runs = await rt.client.read_flow_runs(pool_name=rt.pool_name, state_types=["CANCELLING"])
+    runs = await _all_runs(rt, "CANCELLING")
     now = _now()
     grace = timedelta(seconds=rt.settings.cancel_grace_seconds)
     seen = set()
@@ -145,6 +145,19 @@ async def sweep_cancelling(rt: PoolRuntime) -> None:
             del rt.cancel_seen[run_id]
 
 
+async def _all_runs(rt: PoolRuntime, state_type: str, page: int = 200) -> list[FlowRun]:
+    """Every run of the pool in one state, paged (bounded at 25 pages per sweep)."""
+    out: list[FlowRun] = []
+    for offset in range(0, 25 * page, page):
+        batch = await rt.client.read_flow_runs(
+            pool_name=rt.pool_name, state_types=[state_type], limit=page, offset=offset
+        )
+        out.extend(batch)
+        if len(batch) < page:
+            break
+    return out
+
+
 async def _job_exists(rt: PoolRuntime, pid: str) -> bool:
     ns, _, name = pid.partition(":")
     if not name:
@@ -160,7 +173,7 @@ async def _job_exists(rt: PoolRuntime, pid: str) -> bool:
 
 async def sweep_pending(rt: PoolRuntime) -> None:
     """Pending runs left behind by a crash: adopt their Job, or resubmit after the grace."""
-    runs = await rt.client.read_flow_runs(pool_name=rt.pool_name, state_types=["PENDING"])
+    runs = await _all_runs(rt, "PENDING")
     now = _now()
     grace = timedelta(seconds=rt.spec.recovery.pending_grace_seconds)
     for run in runs:
@@ -217,7 +230,7 @@ async def _resubmit(rt: PoolRuntime, run: FlowRun) -> None:
 
 async def sweep_running(rt: PoolRuntime) -> None:
     """Running runs whose Job is gone (deleted while the operator was down)."""
-    runs = await rt.client.read_flow_runs(pool_name=rt.pool_name, state_types=["RUNNING"])
+    runs = await _all_runs(rt, "RUNNING")
     for run in runs:
         pid = run.infrastructure_pid
         if not pid or ":" not in pid:

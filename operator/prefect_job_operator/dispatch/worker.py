@@ -163,8 +163,13 @@ async def _sync_and_heartbeat(
             None,
         )
         registry_hook(rt)
+        if not rt.seeded:
+            await seed_table(rt)
+            rt.seeded = True
         await heartbeat(rt)
         rt.health.last_heartbeat = _now()
+    except KubeError as exc:
+        log.warning("Listing the existing Jobs of %s failed (retrying): %s", rt.key, exc)
     except SyncProblem as exc:
         if rt.health.sync_error != exc.message:
             await rt.event_k8s("Warning", exc.reason, exc.message)
@@ -185,7 +190,7 @@ async def _sync_and_heartbeat(
 
 
 async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
-    if rt.health.pool_synced is not True:
+    if rt.health.pool_synced is not True or not rt.seeded:
         return
     try:
         await poll_once(rt, tg, limiter)
@@ -219,7 +224,7 @@ async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.Capacit
 
 
 async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
-    if rt.health.pool_synced is not True:
+    if rt.health.pool_synced is not True or not rt.seeded:
         return
     tick[0] += 1
     try:
@@ -260,10 +265,6 @@ async def lead(
     limiter = anyio.CapacityLimiter(w.submit_concurrency)
     await _sync_and_heartbeat(rt, registry_hook)
     rt.telemetry.pool = rt.pool
-    try:
-        await seed_table(rt)
-    except KubeError as exc:
-        log.warning("Listing existing Jobs of %s failed: %s", rt.key, exc)
     started_event = rt.telemetry.event("prefect.worker.started")
     tick = [0]
 

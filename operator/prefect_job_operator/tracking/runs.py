@@ -129,6 +129,11 @@ class RunTable:
             # A newer submission of the same run owns the record; the old Job's deletion is
             # not news.
             return []
+        if rec is not None and rec.job_name != meta.get("name") and not rec.deleted:
+            mine = str(meta.get("creationTimestamp") or "")
+            theirs = str(((rec.job or {}).get("metadata") or {}).get("creationTimestamp") or "")
+            if mine <= theirs:
+                return []  # an older Job of a run that has been resubmitted since
         if rec is None or rec.job_name != meta.get("name"):
             rec = RunRecord(run_id, meta.get("namespace", ""), meta.get("name", ""))
             self.by_run[run_id] = rec
