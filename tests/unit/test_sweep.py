@@ -1,0 +1,343 @@
+"""The sweeps and apply_actions: closing the gaps a restart or a missed event leaves."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+
+from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.sweep import (
+    CANCEL_DONE,
+    CANCEL_PENDING,
+    apply_actions,
+    sweep_cancelling,
+    sweep_final_with_jobs,
+    sweep_pending,
+    sweep_running,
+)
+from prefect_job_operator.dispatch.telemetry import Telemetry
+from prefect_job_operator.prefect_api.errors import APIUnreachable
+from prefect_job_operator.tracking.runs import Crash, InfrastructurePending, JobGone
+from tests.unit.fakes import (
+    FakeKube,
+    job_condition,
+    job_json,
+    make_runtime,
+    now,
+    pod_json,
+)
+
+JOB = "crimson-fox-abcde12345"
+PID = f"default:{JOB}"
+
+
+def _with_job(
+    rt: PoolRuntime, kube: FakeKube, run_id: str, pod_phase: str | None = "Pending", **kw
+) -> None:
+    """A Job of the run that exists in the cluster and that the watches have reported."""
+    job = job_json(run_id, JOB, **kw)
+    kube.jobs[("default", JOB)] = copy.deepcopy(job)
+    rt.table.observe_job("ADDED", job)
+    if pod_phase is not None:
+        rt.table.observe_pod("ADDED", pod_json(run_id, JOB, phase=pod_phase))
+
+
+# --------------------------------------------------------------------------- cancelling
+
+
+async def test_cancelling_run_with_pending_pod_deletes_job_and_cancels() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="CANCELLING", pid=PID)
+    _with_job(rt, kube, run_id, "Pending")
+
+    await sweep_cancelling(rt)
+
+    assert kube.deleted_jobs == [("default", JOB, 30)]
+    assert client.proposed(run_id) == [("CANCELLED", "Cancelled", CANCEL_PENDING, True)]
+    assert client.state_of(run_id)[0] == "CANCELLED"
+    assert rt.counters.cancelled == 1
+    rec = rt.table.get(run_id)
+    assert rec is not None and rec.outcome_reported
+
+
+async def test_cancelling_running_flow_gets_grace_before_the_job_is_deleted() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="CANCELLING", pid=PID, start_time=now() - timedelta(minutes=5))
+    _with_job(rt, kube, run_id, "Running")
+
+    await sweep_cancelling(rt)
+    assert kube.deleted_jobs == [] and client.proposed(run_id) == []
+
+    rt.cancel_seen[run_id] = now() - timedelta(seconds=rt.settings.cancel_grace_seconds + 1)
+    await sweep_cancelling(rt)
+    assert kube.deleted_jobs == [("default", JOB, 30)]
+    assert client.proposed(run_id) == [("CANCELLED", "Cancelled", CANCEL_DONE, True)]
+
+
+async def test_cancelling_run_without_job_is_cancelled() -> None:
+    rt, client, kube = make_runtime()
+    no_pid = client.add_run(state="CANCELLING")
+    dead_pid = client.add_run(state="CANCELLING", pid="default:long-gone-0000000000")
+
+    await sweep_cancelling(rt)
+
+    for run_id in (no_pid, dead_pid):
+        [(type_, name, message, force)] = client.proposed(run_id)
+        assert (type_, name, force) == ("CANCELLED", "Cancelled", True)
+        assert message is not None and "(no infrastructure found)" in message
+    assert kube.deleted_jobs == []
+    assert rt.counters.cancelled == 2
+
+
+async def test_cancelling_run_with_unknown_existing_job_is_left_alone() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="CANCELLING", pid=PID)
+    kube.jobs[("default", JOB)] = job_json(run_id, JOB)  # in the cluster, not in our table
+
+    await sweep_cancelling(rt)
+
+    assert client.proposed(run_id) == []
+    assert kube.deleted_jobs == []
+
+
+async def test_cancelling_run_still_submitting_is_flagged_for_the_submitter() -> None:
+    rt, client, _kube = make_runtime()
+    run_id = client.add_run(state="CANCELLING")
+    rt.submitting.add(run_id)
+    await sweep_cancelling(rt)
+    assert run_id in rt.cancel_requested
+    assert client.proposed(run_id) == []
+
+
+# --------------------------------------------------------------------------- pending
+
+
+async def test_pending_run_with_job_but_no_pid_adopts_the_job() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="PENDING", state_name="Submitting")
+    _with_job(rt, kube, run_id, "Pending")
+
+    await sweep_pending(rt)
+
+    assert client.runs[run_id]["infrastructure_pid"] == PID
+    assert client.proposed(run_id) == []
+    assert kube.calls["create_job"] == 0
+
+
+async def test_pending_run_without_job_after_grace_is_resubmitted_once() -> None:
+    rt, client, kube = make_runtime()
+    dep = client.add_deployment()
+    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    run_id = client.add_run(state="PENDING", state_time=old, deployment_id=dep)
+    claim = client.runs[run_id]["state"]["id"]
+
+    await sweep_pending(rt)
+    await sweep_pending(rt)  # the second sweep finds the Job in the table
+
+    assert kube.calls["create_job"] == 1
+    [job] = kube.jobs.values()
+    assert job["metadata"]["labels"]["prefect.io/flow-run-id"] == run_id
+    assert job["metadata"]["annotations"][ANNOTATION_CLAIM] == claim
+    assert client.runs[run_id]["infrastructure_pid"] == f"default:{job['metadata']['name']}"
+    # A resubmission does not propose Pending again (the run is already ours).
+    assert all(p[0] != "PENDING" for p in client.proposed(run_id))
+    assert rt.submitting == set()
+
+
+async def test_pending_run_within_grace_or_of_another_worker_is_left_alone() -> None:
+    rt, client, kube = make_runtime()
+    dep = client.add_deployment()
+    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    client.add_run(state="PENDING", state_time=now(), deployment_id=dep)
+    client.add_run(
+        state="PENDING",
+        state_time=old,
+        deployment_id=dep,
+        labels={"prefect.worker.name": "KubernetesWorker 1234"},
+    )
+    await sweep_pending(rt)
+    assert kube.calls["create_job"] == 0
+    assert client.proposals == []
+
+
+async def test_pending_run_whose_job_is_gone_is_crashed() -> None:
+    rt, client, kube = make_runtime()
+    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    run_id = client.add_run(state="PENDING", state_time=old, pid=PID)
+
+    await sweep_pending(rt)
+
+    [(type_, _, message, force)] = client.proposed(run_id)
+    assert type_ == "CRASHED" and not force
+    assert message == f"Kubernetes Job {PID} no longer exists."
+    assert kube.calls["create_job"] == 0
+    assert rt.counters.crashed == 1
+
+
+async def test_pending_run_whose_job_exists_is_not_crashed() -> None:
+    rt, client, kube = make_runtime()
+    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    run_id = client.add_run(state="PENDING", state_time=old, pid=PID)
+    kube.jobs[("default", JOB)] = job_json(run_id, JOB)
+    await sweep_pending(rt)
+    assert client.proposals == []
+
+
+async def test_resubmission_of_a_run_whose_deployment_is_gone_cancels() -> None:
+    rt, client, kube = make_runtime()
+    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    missing = "7a1e7c55-0000-4000-8000-00000000dead"
+    run_id = client.add_run(state="PENDING", state_time=old, deployment_id=missing)
+    await sweep_pending(rt)
+    assert client.proposed(run_id) == [
+        ("CANCELLED", "Cancelled", f"Deployment {missing} no longer exists, cancelled run.", True)
+    ]
+    assert kube.calls["create_job"] == 0
+
+
+# --------------------------------------------------------------------------- running, final
+
+
+async def test_running_run_whose_job_is_gone_is_crashed() -> None:
+    rt, client, _kube = make_runtime()
+    run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
+
+    await sweep_running(rt)
+
+    [(type_, _, message, _)] = client.proposed(run_id)
+    assert type_ == "CRASHED" and message == f"Kubernetes Job {PID} was deleted."
+    assert rt.counters.crashed == 1
+    assert rt.metrics.runs_crashed.values[(rt.key, "JobDeleted")] == 1
+
+
+async def test_running_run_with_live_job_is_left_alone() -> None:
+    rt, client, kube = make_runtime()
+    tracked = client.add_run(state="RUNNING", pid=PID, start_time=now())
+    _with_job(rt, kube, tracked, "Running")
+    other = client.add_run(state="RUNNING", pid="default:other-job-1234567890", start_time=now())
+    kube.jobs[("default", "other-job-1234567890")] = job_json(other, "other-job-1234567890")
+    no_pid = client.add_run(state="RUNNING", start_time=now())
+
+    await sweep_running(rt)
+
+    assert client.proposals == []
+    assert kube.calls["read_job"] == 1  # only the Job the table does not know is read
+    assert client.state_of(no_pid)[0] == "RUNNING"
+
+
+async def test_final_cancelled_run_with_active_job_gets_job_deleted() -> None:
+    rt, client, kube = make_runtime()
+    cancelled = client.add_run(state="CANCELLED", pid=PID)
+    _with_job(rt, kube, cancelled, "Running", active=1)
+    completed_job = "done-run-1234567890"
+    completed = client.add_run(state="COMPLETED", pid=f"default:{completed_job}")
+    rt.table.observe_job("ADDED", job_json(completed, completed_job, active=1))
+
+    await sweep_final_with_jobs(rt)
+
+    assert kube.deleted_jobs == [("default", JOB, 30)]
+    assert client.proposals == []
+
+
+async def test_final_sweep_ignores_finished_jobs_and_other_submissions() -> None:
+    rt, client, kube = make_runtime()
+    crashed = client.add_run(state="CRASHED", pid="default:newer-job-0000000000")
+    _with_job(rt, kube, crashed, None, active=1)  # pid names a newer Job: not ours to delete
+    done = client.add_run(state="CANCELLED", pid="default:fin-1")
+    rt.table.observe_job(
+        "MODIFIED", job_json(done, "fin-1", succeeded=1, conditions=[job_condition("Complete")])
+    )
+    await sweep_final_with_jobs(rt)
+    assert kube.deleted_jobs == []
+
+
+# --------------------------------------------------------------------------- apply_actions
+
+
+async def test_apply_crash_proposes_crashed_and_forwards_the_log_tail() -> None:
+    rt, client, kube = make_runtime()
+    rt.telemetry = Telemetry(client, worker_name=rt.worker_name, pool=rt.pool)  # type: ignore[arg-type]
+    run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
+    _with_job(rt, kube, run_id, None)
+    pod = pod_json(run_id, JOB, phase="Failed", exit_code=1)
+    kube.pod_logs[("default", pod["metadata"]["name"])] = "Traceback...\nValueError: boom\n"
+    actions = rt.table.observe_pod("MODIFIED", pod)
+    assert [type(a) for a in actions] == [Crash]
+
+    await apply_actions(rt, actions)
+
+    [(type_, _, message, _)] = client.proposed(run_id)
+    assert type_ == "CRASHED" and message is not None and "exited with code 1" in message
+    assert rt.counters.crashed == 1
+    assert any("ValueError: boom" in log.message for log in rt.telemetry.logs)
+
+
+async def test_apply_crash_with_delete_removes_job_and_skips_final_runs() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="COMPLETED", pid=PID)
+    _with_job(rt, kube, run_id, None)
+    rec = rt.table.get(run_id)
+    assert rec is not None
+    await apply_actions(rt, [Crash(rec, "Pod did not start", delete_job=True)])
+    assert kube.deleted_jobs == [("default", JOB, 0)]
+    assert client.proposals == []
+
+
+async def test_apply_crash_of_superseded_job_does_nothing() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="RUNNING", pid="default:newer-job-0000000000")
+    _with_job(rt, kube, run_id, None)
+    rec = rt.table.get(run_id)
+    assert rec is not None
+    await apply_actions(rt, [Crash(rec, "boom", delete_job=True)])
+    assert kube.deleted_jobs == [] and client.proposals == []
+
+
+async def test_apply_job_gone_cancels_cancelling_and_crashes_running() -> None:
+    rt, client, _kube = make_runtime()
+    cancelling = client.add_run(name="c", state="CANCELLING", pid="default:c-1")
+    running = client.add_run(name="r", state="RUNNING", pid="default:r-1")
+    actions = []
+    for run_id, name in ((cancelling, "c-1"), (running, "r-1")):
+        rt.table.observe_job("ADDED", job_json(run_id, name, active=1))
+        actions += rt.table.observe_job("DELETED", job_json(run_id, name, active=1))
+    assert [type(a) for a in actions] == [JobGone, JobGone]
+
+    await apply_actions(rt, actions)
+
+    assert client.proposed(cancelling) == [("CANCELLED", "Cancelled", CANCEL_DONE, True)]
+    assert client.proposed(running) == [
+        ("CRASHED", "Crashed", "Kubernetes Job default:r-1 was deleted.", False)
+    ]
+
+
+async def test_apply_infrastructure_pending_unless_still_submitting() -> None:
+    rt, client, _kube = make_runtime()
+    run_id = client.add_run(state="PENDING", state_name="Submitting")
+    assert rt.table.observe_job("ADDED", job_json(run_id, JOB)) == []
+    [action] = rt.table.observe_pod("ADDED", pod_json(run_id, JOB))
+    assert isinstance(action, InfrastructurePending)
+
+    rt.submitting.add(run_id)
+    await apply_actions(rt, [action])
+    assert client.proposals == []
+
+    rt.submitting.clear()
+    await apply_actions(rt, [action])
+    assert client.state_of(run_id) == ("PENDING", "InfrastructurePending")
+
+
+async def test_apply_failure_is_logged_and_retried_later() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="RUNNING", pid=PID)
+    _with_job(rt, kube, run_id, None)
+    actions = rt.table.observe_job("MODIFIED", job_json(run_id, JOB, failed=1))
+    assert len(actions) == 1
+    client.fail["read_flow_run"] = APIUnreachable(None, "Prefect API unreachable")
+
+    await apply_actions(rt, actions)  # must not raise
+
+    rec = rt.table.get(run_id)
+    assert rec is not None and not rec.outcome_reported
+    assert client.proposals == []
