@@ -3,7 +3,8 @@
 Both are injected into `PoolRuntime` (never monkeypatched) and implement the same async
 methods, with the same keyword signatures, as `PrefectClient` and `Kube`. Every call is
 counted in ``calls``; ``fail[method] = exc`` makes that method raise ``exc`` on every call
-until the key is removed. The JSON they hand out has the shape the real APIs return.
+until the key is removed; FakeKube's ``before[method]`` runs first, to play a concurrent
+peer. The JSON they hand out has the shape the real APIs return.
 """
 
 from __future__ import annotations
@@ -79,10 +80,14 @@ class FakeKube:
         self.events: list[Json] = []
         self.calls: Counter[str] = Counter()
         self.fail: dict[str, BaseException] = {}
+        self.before: dict[str, Callable[[], None]] = {}
         self._rv = itertools.count(1)
 
     def _enter(self, method: str) -> None:
+        """Count the call, run the test's ``before`` hook (a concurrent peer), fail if told."""
         self.calls[method] += 1
+        if method in self.before:
+            self.before[method]()
         if method in self.fail:
             raise self.fail[method]
 
