@@ -1,0 +1,156 @@
+"""OperatorContext: Job/Pod events routed to the right pool, leadership gating, /healthz rule."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import cast
+
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.kube.client import Kube
+from prefect_job_operator.kube.events import EventSink
+from prefect_job_operator.metrics import Metrics
+from prefect_job_operator.registry import OperatorContext
+from prefect_job_operator.settings import OperatorSettings
+from tests.unit.fakes import FakeKube, FakePrefectClient, job_json, make_runtime, now, pod_json
+
+POOL_A = "aaaaaaaa-0000-4000-8000-00000000000a"
+POOL_B = "bbbbbbbb-0000-4000-8000-00000000000b"
+JOB = "crimson-fox-abcde12345"
+
+
+def context(kube: FakeKube) -> OperatorContext:
+    return OperatorContext(
+        settings=OperatorSettings(),
+        kube=cast(Kube, kube),
+        metrics=Metrics(),
+        events=EventSink(cast(Kube, kube), "prefect-job-operator"),
+    )
+
+
+Pool = tuple[PoolRuntime, FakePrefectClient]
+
+
+def two_pools(*, leader_a: bool = True) -> tuple[OperatorContext, Pool, Pool]:
+    kube = FakeKube()
+    ctx = context(kube)
+    rt_a, client_a, _ = make_runtime(name="pool-a", pool_id=POOL_A, kube=kube, leader=leader_a)
+    rt_b, client_b, _ = make_runtime(name="pool-b", pool_id=POOL_B, kube=kube)
+    ctx.register(rt_a)
+    ctx.register(rt_b)
+    return ctx, (rt_a, client_a), (rt_b, client_b)
+
+
+async def test_job_event_is_routed_by_work_pool_id() -> None:
+    ctx, (rt_a, _), (rt_b, _) = two_pools()
+    run = "11111111-0000-4000-8000-000000000001"
+    await ctx.on_job("ADDED", job_json(run, JOB, pool_id=POOL_B))
+    await ctx.on_pod("ADDED", pod_json(run, JOB, phase="Running", pool_id=POOL_B))
+    assert rt_a.table.get(run) is None
+    rec = rt_b.table.get(run)
+    assert rec is not None and len(rec.pods) == 1
+
+
+async def test_event_of_unknown_pool_is_dropped() -> None:
+    ctx, (rt_a, _), (rt_b, _) = two_pools()
+    run = "11111111-0000-4000-8000-000000000002"
+    job = job_json(run, JOB, pool_id="cccccccc-0000-4000-8000-00000000000c")
+    await ctx.on_job("ADDED", job)
+    del job["metadata"]["labels"]["prefect.io/work-pool-id"]
+    await ctx.on_job("ADDED", job)
+    assert len(rt_a.table) == len(rt_b.table) == 0
+
+
+async def test_leader_acts_on_a_failed_job() -> None:
+    ctx, (rt_a, client_a), _ = two_pools()
+    run = client_a.add_run(state="RUNNING", pid=f"default:{JOB}", pool=rt_a.pool_name)
+    await ctx.on_job("ADDED", job_json(run, JOB, pool_id=POOL_A, active=1))
+    await ctx.on_job("MODIFIED", job_json(run, JOB, pool_id=POOL_A, failed=1))
+    assert client_a.state_of(run)[0] == "CRASHED"
+
+
+async def test_standby_keeps_facts_but_does_not_act() -> None:
+    ctx, (rt_a, client_a), _ = two_pools(leader_a=False)
+    run = client_a.add_run(state="PENDING", pid=f"default:{JOB}", pool=rt_a.pool_name)
+    await ctx.on_job("ADDED", job_json(run, JOB, pool_id=POOL_A))
+    await ctx.on_pod("ADDED", pod_json(run, JOB, phase="Pending", pool_id=POOL_A))
+    failed_pod = pod_json(run, JOB, phase="Failed", exit_code=2, pool_id=POOL_A)
+    await ctx.on_pod("MODIFIED", failed_pod)
+
+    assert sum(client_a.calls.values()) == 0, client_a.calls
+    rec = rt_a.table.get(run)
+    assert rec is not None
+    assert rec.job is not None and len(rec.pods) == 1
+    assert not rec.outcome_reported and not rec.infra_pending_reported
+
+    # Leadership moves here: the next event about the run is acted on.
+    rt_a.health.leader = True
+    await ctx.on_job("MODIFIED", job_json(run, JOB, pool_id=POOL_A, failed=1))
+    assert client_a.state_of(run)[0] == "CRASHED"
+    assert "exited with code 2" in client_a.runs[run]["state"]["message"]
+
+
+async def test_unregister_stops_routing() -> None:
+    ctx, (rt_a, _), _ = two_pools()
+    ctx.unregister(rt_a)
+    await ctx.on_job("ADDED", job_json("11111111-0000-4000-8000-000000000003", JOB, pool_id=POOL_A))
+    assert len(rt_a.table) == 0
+    assert rt_a.key not in ctx.pools
+
+
+def test_healthy_uses_thirty_poll_intervals() -> None:
+    ctx, (rt_a, _), (rt_b, _) = two_pools()
+    interval = rt_a.spec.worker.poll_interval_seconds
+    t = now()
+    rt_a.health.last_poll = t - timedelta(seconds=interval * 30 - 1)
+    rt_b.health.last_poll = t - timedelta(seconds=1)
+    ok, detail = ctx.healthy(t)
+    assert ok
+    assert detail[rt_a.key]["ok"] is True
+
+    rt_a.health.last_poll = t - timedelta(seconds=interval * 30 + 1)
+    ok, detail = ctx.healthy(t)
+    assert not ok
+    assert detail[rt_a.key] == {"ok": False, "secondsSinceLastPoll": interval * 30 + 1}
+    assert detail[rt_b.key]["ok"] is True
+
+
+def test_healthy_respects_a_custom_poll_interval() -> None:
+    kube = FakeKube()
+    ctx = context(kube)
+    rt, _, _ = make_runtime(
+        spec={"api": {"url": "http://p:4200/api"}, "worker": {"pollIntervalSeconds": 2}},
+        kube=kube,
+    )
+    ctx.register(rt)
+    t = now()
+    rt.health.last_poll = t - timedelta(seconds=61)
+    assert ctx.healthy(t)[0] is False
+    rt.health.last_poll = t - timedelta(seconds=59)
+    assert ctx.healthy(t)[0] is True
+
+
+def test_standby_pools_are_healthy() -> None:
+    ctx, (rt_a, _), (rt_b, _) = two_pools(leader_a=False)
+    rt_a.health.last_poll = None
+    rt_b.health.last_poll = now()
+    ok, detail = ctx.healthy(now())
+    assert ok
+    assert detail[rt_a.key] == "standby"
+    assert detail[rt_b.key]["ok"] is True
+    rt_b.health.leader = False  # a day later, both standing by: still healthy
+    ok, detail = ctx.healthy(now() + timedelta(days=1))
+    assert ok
+    assert detail == {rt_a.key: "standby", rt_b.key: "standby"}
+
+
+def test_leader_that_never_polled_counts_from_process_start() -> None:
+    ctx, (rt_a, _), (rt_b, _) = two_pools()
+    rt_b.health.leader = False
+    interval = rt_a.spec.worker.poll_interval_seconds
+    assert ctx.healthy(ctx.started + timedelta(seconds=interval * 30 - 1))[0] is True
+    assert ctx.healthy(ctx.started + timedelta(seconds=interval * 30 + 1))[0] is False
+
+
+def test_no_pools_is_healthy() -> None:
+    ctx = context(FakeKube())
+    assert ctx.healthy(now()) == (True, {})
