@@ -70,7 +70,12 @@ async def poll_once(
     rt.metrics.poll_duration.observe(time.monotonic() - started, rt.key)
     rt.health.last_poll = _now()
     rt.metrics.last_poll.set(rt.health.last_poll.timestamp(), rt.key)
-    fresh = [r for r in runs if str(r.id) not in rt.submitting and rt.table.get(str(r.id)) is None]
+    now = _now()
+    fresh = [
+        r
+        for r in runs
+        if str(r.id) not in rt.submitting and not rt.table.has_live_job(str(r.id), now)
+    ]
     if not fresh:
         return 0
     capacity = _capacity(rt)
@@ -381,10 +386,14 @@ async def create_job_idempotent(rt: PoolRuntime, rendered: RenderedJob) -> dict[
     for secret in rendered.secrets:
         await rt.kube.create_or_replace_secret(rendered.namespace, secret)
     try:
-        return await rt.kube.create_job(rendered.namespace, rendered.manifest)
+        job = await rt.kube.create_job(rendered.namespace, rendered.manifest)
     except KubeError as exc:
         if exc.status != 409:
             raise
+    else:
+        for secret in rendered.secrets:
+            await rt.kube.own_secret(rendered.namespace, secret["metadata"]["name"], job)
+        return job
     existing = await rt.kube.read_job(rendered.namespace, rendered.name)
     want = (rendered.manifest["metadata"].get("labels") or {}).get("prefect.io/flow-run-id")
     have = ((existing.get("metadata") or {}).get("labels") or {}).get("prefect.io/flow-run-id")

@@ -170,6 +170,25 @@ class Kube:
                 )
             )
 
+    async def own_secret(self, namespace: str, name: str, owner: Mapping[str, Any]) -> None:
+        """Make a Secret garbage-collected with its Job (an ownerReference)."""
+        meta = owner.get("metadata") or {}
+        body = {
+            "metadata": {
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": meta.get("name"),
+                        "uid": meta.get("uid"),
+                    }
+                ]
+            }
+        }
+        await self._json(
+            self.core.patch_namespaced_secret(name, namespace, _any(body), _preload_content=False)
+        )
+
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         import base64
 

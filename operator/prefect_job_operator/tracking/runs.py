@@ -102,16 +102,12 @@ class RunTable:
     def get(self, flow_run_id: str) -> RunRecord | None:
         return self.by_run.get(flow_run_id)
 
-    def _record_for(self, obj: Mapping[str, Any]) -> RunRecord | None:
-        meta = obj.get("metadata") or {}
-        run_id = (meta.get("labels") or {}).get(LABEL_FLOW_RUN_ID)
-        if not run_id:
-            return None
-        rec = self.by_run.get(run_id)
-        if rec is None and obj.get("kind", "Job") == "Job":
-            rec = RunRecord(run_id, meta.get("namespace", ""), meta.get("name", ""))
-            self.by_run[run_id] = rec
-        return rec
+    def has_live_job(self, flow_run_id: str, now: datetime | None = None) -> bool:
+        """True while the run's Job exists and has not finished (a rerun must wait)."""
+        rec = self.by_run.get(flow_run_id)
+        if rec is None or rec.deleted or rec.job is None:
+            return False
+        return not rec.diagnosis(now or datetime.now(UTC)).job_finished
 
     def observe_job(self, event_type: str | None, job: Mapping[str, Any]) -> list[Action]:
         """Fold a Job watch event in; return what must be told to Prefect."""
