@@ -326,8 +326,7 @@ async def run_pool(
                 held = False
             rt.health.leader, rt.health.lease_holder = held, lease.holder
             rt.metrics.leader.set(1.0 if held else 0.0, rt.key)
-            if not held:
-                await write_status(rt)
+            if not held:  # the leader owns the status; a standby stays silent
                 await anyio.sleep(lease.duration / 3)
                 continue
             log.info("WorkPool %s: this replica (%s) leads", rt.key, identity)
