@@ -24,8 +24,10 @@ Pods on kwok nodes: the fate of a pod is decided by annotations on the pod
 - Pending forever: no annotation needed, use a ``nodeSelector`` that matches
   no node; the real scheduler reports PodScheduled=False/Unschedulable.
 
-Pods on the process node (``nodeSelector: {pjo.test/process-node: "true"}``)
-really run ``command + args`` (the image is ignored); see process_node.py.
+Pods on the process node really run ``command + args`` (the image is
+ignored); see process_node.py. It is tainted, so a pod opts in with
+``PROCESS_NODE_PLACEMENT`` (nodeSelector + toleration) or ``nodeName:
+process-node``; every other pod lands on a kwok node.
 
 Pytest: ``--cluster=local`` (default) or ``--cluster=kind`` (pytest-kind with
 kind-config.yaml; needs Docker; no kwok annotations, no process node).
@@ -63,6 +65,11 @@ STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 PROCESS_NODE_NAME = "process-node"
 PROCESS_NODE_LABEL = "pjo.test/process-node"
+# Merge into a pod spec to run it on the process node.
+PROCESS_NODE_PLACEMENT: dict[str, Any] = {
+    "nodeSelector": {PROCESS_NODE_LABEL: "true"},
+    "tolerations": [{"key": PROCESS_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
+}
 _T = TypeVar("_T")
 
 
@@ -481,7 +488,8 @@ class LocalCluster:
 
     def _etcd_args(self) -> list[str]:
         data = self.workdir / "etcd"
-        data.mkdir(mode=0o700, exist_ok=True)
+        shutil.rmtree(data, ignore_errors=True)  # always a fresh cluster
+        data.mkdir(mode=0o700)
         ec, ep = self.ports["etcd-client"], self.ports["etcd-peer"]
         return [
             "--name=t",

@@ -3,8 +3,10 @@
 Test infrastructure only. kwok fakes pod outcomes; this node really runs
 ``command + args`` (the image is ignored, ``args`` alone is the argv when
 ``command`` is empty, as Prefect's job template does), so a flow run can
-execute end to end without a container runtime. Pods choose it with
-``nodeSelector: {pjo.test/process-node: "true"}`` (or ``nodeName``).
+execute end to end without a container runtime. The node is tainted
+``pjo.test/process-node=true:NoSchedule`` so nothing lands here by chance;
+pods choose it with ``nodeSelector: {pjo.test/process-node: "true"}`` plus a
+toleration for that key (``cluster.PROCESS_NODE_PLACEMENT``), or ``nodeName``.
 
 What it does, kubelet-like:
 
@@ -195,11 +197,17 @@ class ProcessNode:
         }
         await self.api.create(
             "/api/v1/nodes",
-            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name, "labels": labels}},
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": self.name, "labels": labels},
+                # Only pods that ask for it run here; the rest stay on kwok nodes.
+                "spec": {"taints": [{"key": NODE_LABEL, "value": "true", "effect": "NoSchedule"}]},
+            },
         )
         await self.report_node_status()
         await self.api.create(
-            "/api/v1/namespaces/kube-node-lease/leases",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
             {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -705,6 +713,7 @@ def main() -> None:
     parser.add_argument("--tls-key")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(ProcessNode(args).main())
 
 
