@@ -148,6 +148,19 @@ class FakeKube:
         self._enter("create_or_replace_secret")
         self.secrets[(namespace, body["metadata"]["name"])] = copy.deepcopy(dict(body))
 
+    async def own_secret(self, namespace: str, name: str, owner: Mapping[str, Any]) -> None:
+        self._enter("own_secret")
+        meta = owner.get("metadata") or {}
+        secret = self.secrets[(namespace, name)]
+        secret["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": meta.get("name"),
+                "uid": meta.get("uid"),
+            }
+        ]
+
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         self._enter("read_secret_value")
         raise KubeError(404, "NotFound", f'secrets "{name}" not found')

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import anyio
 import pytest
 
 from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM, LABEL_OPERATOR
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.dispatch.submit import SUBMIT_FAILED, launch, poll_once
+from prefect_job_operator.kube.client import Kube
+from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import APIUnreachable
 from prefect_job_operator.tracking.runs import ANNOTATION_POD_WATCH_TIMEOUT
 from tests.unit.fakes import (
@@ -314,3 +318,60 @@ async def test_rescheduled_run_whose_job_finished_is_dispatched_again(world) -> 
     assert await poll(rt) == 1
     names = sorted(j["metadata"]["name"] for j in jobs_of(kube, run_id))
     assert len(names) == 2 and first["metadata"]["name"] in names
+
+
+PREFECT_METHODS = [
+    "get_scheduled_flow_runs",
+    "read_deployment",
+    "read_flow",
+    "read_flow_run",
+    "read_flow_runs",
+    "set_flow_run_state",
+    "set_infrastructure_pid",
+    "update_flow_run_labels",
+    "read_block_document_by_name",
+    "read_block_document",
+    "read_variable_by_name",
+    "emit_events",
+    "create_logs",
+    "read_work_pool",
+    "create_work_pool",
+    "update_work_pool",
+    "heartbeat",
+]
+KUBE_METHODS = [
+    "create_job",
+    "read_job",
+    "delete_job",
+    "list_jobs",
+    "list_pods",
+    "pod_log_tail",
+    "create_or_replace_secret",
+    "own_secret",
+    "read_secret_value",
+    "read_configmap_value",
+    "patch_status",
+    "post_event",
+    "read_lease",
+    "create_lease",
+    "replace_lease",
+]
+
+
+def _shape(fn: object) -> list[tuple[str, object]]:
+    return [(p.name, p.kind) for p in inspect.signature(fn).parameters.values()]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fake", "real", "name"),
+    [(FakePrefectClient, PrefectClient, m) for m in PREFECT_METHODS]
+    + [(FakeKube, Kube, m) for m in KUBE_METHODS],
+)
+def test_fakes_keep_the_real_signatures(fake: type, real: type, name: str) -> None:
+    """The fakes stand in for the real boundaries only while their call shapes match."""
+    real_fn, fake_fn = getattr(real, name), getattr(fake, name)
+    assert inspect.iscoroutinefunction(fake_fn)
+    if name == "update_work_pool":  # the fake takes **fields for the keyword-only updates
+        assert _shape(fake_fn)[:2] == _shape(real_fn)[:2]
+        return
+    assert _shape(fake_fn) == _shape(real_fn)

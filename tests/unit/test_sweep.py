@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 from datetime import timedelta
 
+import anyio
+
 from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM
 from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.submit import poll_once
 from prefect_job_operator.dispatch.sweep import (
     CANCEL_DONE,
     CANCEL_PENDING,
@@ -341,3 +344,58 @@ async def test_apply_failure_is_logged_and_retried_later() -> None:
     rec = rt.table.get(run_id)
     assert rec is not None and not rec.outcome_reported
     assert client.proposals == []
+
+
+# --------------------------------------------------------------------------- recovery gaps
+
+
+async def test_crash_that_failed_to_reach_prefect_is_retried_by_the_periodic_loops() -> None:
+    """The pod is OOMKilled while the Prefect API is down: apply_actions logs "the sweep
+    retries". Once the API is back, the loops a leading worker runs (deadlines every second,
+    the sweeps) must still mark the run Crashed; nothing else will (the flow process is dead)."""
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
+    _with_job(rt, kube, run_id, "Running", active=1)
+    oom = pod_json(run_id, JOB, phase="Failed", exit_code=137, reason="OOMKilled")
+    actions = rt.table.observe_pod("MODIFIED", oom)
+    assert [type(a) for a in actions] == [Crash]
+    client.fail["read_flow_run"] = APIUnreachable(None, "Prefect API unreachable")
+    await apply_actions(rt, actions)
+    assert client.state_of(run_id)[0] == "RUNNING"
+
+    del client.fail["read_flow_run"]
+    for _ in range(6):
+        await apply_actions(rt, rt.table.check_deadlines(now()))
+        await sweep_cancelling(rt)
+        await sweep_pending(rt)
+        await sweep_running(rt)
+        await sweep_final_with_jobs(rt)
+
+    assert client.state_of(run_id)[0] == "CRASHED"
+    assert "OOMKilled" in client.runs[run_id]["state"]["message"]
+
+
+async def test_resubmission_adopts_a_job_the_table_missed() -> None:
+    """Replica 1 creates the Job and dies before recording the pid (its PATCH fails). Replica 2
+    starts with an empty table (its list of existing Jobs failed, or the watch event arrived
+    before the pool was registered). After the grace period the run is still PENDING
+    "Submitting" with no pid: resubmitting must adopt the existing Job, not start a second
+    copy of the flow."""
+    kube = FakeKube()
+    rt1, client, _ = make_runtime(kube=kube)
+    run_id = client.add_run(deployment_id=client.add_deployment())
+    client.fail["set_infrastructure_pid"] = APIUnreachable(None, "Prefect API unreachable")
+    async with anyio.create_task_group() as tg:
+        await poll_once(rt1, tg, anyio.CapacityLimiter(4))
+    [job] = kube.jobs.values()
+    assert client.state_of(run_id) == ("PENDING", "Submitting")
+    del client.fail["set_infrastructure_pid"]
+
+    rt2, _, _ = make_runtime(kube=kube, client=client)
+    grace = rt2.spec.recovery.pending_grace_seconds
+    client.runs[run_id]["state"]["timestamp"] = (now() - timedelta(seconds=grace + 30)).isoformat()
+    await sweep_pending(rt2)
+
+    names = [j["metadata"]["name"] for j in kube.jobs.values()]
+    assert names == [job["metadata"]["name"]], "the flow run must not get a second Job"
+    assert client.runs[run_id]["infrastructure_pid"] == f"default:{job['metadata']['name']}"
