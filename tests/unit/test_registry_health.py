@@ -1,11 +1,14 @@
-"""OperatorContext: Job/Pod events routed to the right pool, leadership gating, /healthz rule."""
+"""OperatorContext: Job/Pod events routed to the right pool, leadership gating, the /healthz
+rule, and the pool report behind the CR status."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import cast
 
+from prefect_job_operator.api import conditions as c
 from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.worker import report, write_status
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
@@ -154,3 +157,51 @@ def test_leader_that_never_polled_counts_from_process_start() -> None:
 def test_no_pools_is_healthy() -> None:
     ctx = context(FakeKube())
     assert ctx.healthy(now()) == (True, {})
+
+
+# --------------------------------------------------------------------------- pool report
+
+
+def test_report_counts_submitting_as_pending_and_flags_a_stale_poll() -> None:
+    rt, _, _ = make_runtime()
+    rt.health.api_reachable, rt.health.polling_ok = True, True
+    rt.health.poll_reason = c.REASON_POLLING
+    rt.health.last_poll = now()
+    running = "11111111-0000-4000-8000-000000000004"
+    rt.table.observe_job("ADDED", job_json(running, JOB))
+    rt.table.observe_pod("ADDED", pod_json(running, JOB, phase="Running"))
+    rt.table.observe_job("ADDED", job_json("11111111-0000-4000-8000-000000000005", "waiting-1"))
+    rt.submitting.add("11111111-0000-4000-8000-000000000006")
+
+    rep = report(rt)
+    assert (rep.counts.pending, rep.counts.running) == (2, 1)
+    assert rep.polling_ok is True and rep.pool_id == rt.pool_id
+
+    rt.health.last_poll = now() - timedelta(seconds=rt.spec.worker.poll_interval_seconds * 31)
+    rep = report(rt)
+    assert rep.polling_ok is False and rep.poll_reason == c.REASON_STALE
+
+
+def test_report_of_a_standby_says_not_leader() -> None:
+    rt, _, _ = make_runtime(leader=False)
+    rt.health.lease_holder = "replica-b"
+    rep = report(rt)
+    assert rep.polling_ok is False and rep.poll_reason == c.REASON_NOT_LEADER
+    assert rep.poll_error is not None and "replica-b" in rep.poll_error
+
+
+async def test_write_status_patches_ready_and_sets_gauges() -> None:
+    rt, _, kube = make_runtime()
+    rt.health.api_reachable = True
+    rt.health.polling_ok, rt.health.poll_reason = True, c.REASON_POLLING
+    rt.health.last_poll = rt.health.last_heartbeat = now()
+    rt.counters.submitted = 7
+
+    await write_status(rt)
+
+    [(ns, name, patch)] = kube.status_patches
+    assert (ns, name) == ("default", "k8s")
+    ready = next(x for x in patch["conditions"] if x["type"] == c.READY)
+    assert ready["status"] == "True"
+    assert patch["counts"]["submitted"] == 7
+    assert rt.metrics.pool_ready.values[(rt.key,)] == 1.0
