@@ -375,3 +375,19 @@ def test_fakes_keep_the_real_signatures(fake: type, real: type, name: str) -> No
         assert _shape(fake_fn)[:2] == _shape(real_fn)[:2]
         return
     assert _shape(fake_fn) == _shape(real_fn)
+
+
+async def test_cancel_requested_during_submission_creates_no_job(world) -> None:
+    """sweep_cancelling flags a run that is still being submitted; launch honours it."""
+    rt, client, kube = world
+    dep_id = client.add_deployment()
+    run_id = client.add_run(deployment_id=dep_id, state="PENDING", state_name="Submitting")
+    client.set_state(run_id, "CANCELLING", "Cancelling")
+    rt.cancel_requested.add(run_id)
+    run = await client.read_flow_run(run_id)
+    await launch(
+        rt, run, await client.read_deployment(dep_id), None, claim_id="c1", resubmission=True
+    )
+    assert kube.calls["create_job"] == 0
+    assert client.proposed(run_id)[-1][:2] == ("CANCELLED", "Cancelled")
+    assert client.state_of(run_id)[0] == "CANCELLED"
