@@ -149,21 +149,27 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def kill_group(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group led by ``pid``, wait, then SIGKILL it."""
+def kill_group(pid: int, grace: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM the process group led by ``pid``, wait, then SIGKILL it.
+
+    With ``proc`` (our child) the leader is reaped while waiting; a zombie
+    leader would otherwise look alive for the whole grace period.
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)  # leftovers of the group, if any
 
 
 def kill_stale(workdir: Path) -> None:
@@ -336,9 +342,10 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
         for c in running:
-            kill_group(c.proc.pid)  # type: ignore[union-attr]
+            assert c.proc is not None
+            kill_group(c.proc.pid, proc=c.proc)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                c.proc.wait(timeout=5)  # type: ignore[union-attr]
+                c.proc.wait(timeout=5)
         kill_stale(self.workdir)  # pid files: also pods the process node left behind
         self._components = []
         if remove if remove is not None else self._own_workdir:

@@ -349,15 +349,16 @@ class ProcessNode:
         await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=ctx).start()
 
     async def main(self) -> None:
-        await self.serve()
-        await self.register()
-        log.info("node %s registered", self.name)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await self.serve()
+        await self.register()
+        log.info("node %s registered", self.name)
         tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.sync_pods())]
         await stop.wait()
+        log.info("stopping: killing %d pods", len(self.pods))
         for t in tasks:
             t.cancel()
         await asyncio.gather(*(r.kill(3.0) for r in self.pods.values()), return_exceptions=True)
