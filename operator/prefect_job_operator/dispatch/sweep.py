@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.dispatch.submit import launch
 from prefect_job_operator.kube.client import KubeError
@@ -220,12 +222,32 @@ async def _resubmit(rt: PoolRuntime, run: FlowRun) -> None:
         if flow is None and run.flow_id:
             flow = await rt.client.read_flow(str(run.flow_id))
             rt.flows[str(run.flow_id)] = flow
+        existing = await _find_job(rt, run_id)
+        if existing is not None:  # the table missed it (e.g. listed before it was created)
+            rt.table.observe_job("ADDED", existing)
+            rec = rt.table.get(run_id)
+            if rec is not None:
+                await rt.writer.record_pid(run_id, rec.pid)
+                log.info("Adopted Job %s of flow run %s", rec.pid, run_id)
+            return
         claim_id = str(run.state.id) if run.state and run.state.id else None
         log.info("Resubmitting flow run %s, left Pending without a Job", run_id)
         await rt.event_k8s("Normal", "FlowRunResubmitted", f"Flow run {run.name} had no Job")
         await launch(rt, run, deployment, flow, claim_id=claim_id, resubmission=True)
     finally:
         rt.submitting.discard(run_id)
+
+
+async def _find_job(rt: PoolRuntime, run_id: str) -> dict[str, Any] | None:
+    """The newest live Job of a run, asked of the API server (not the table)."""
+    selector = f"{LABEL_FLOW_RUN_ID}={run_id}"
+    jobs = [
+        j
+        for j in await rt.kube.list_jobs(rt.watched_namespaces(), selector)
+        if not (j.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    jobs.sort(key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or ""))
+    return jobs[-1] if jobs else None
 
 
 async def sweep_running(rt: PoolRuntime) -> None:

@@ -188,6 +188,11 @@ class RunTable:
             if rec.outcome_reported or rec.deleted or rec.job is None:
                 continue
             diag = rec.diagnosis(now)
+            if diag.job_failed:
+                # a crash that could not be reported (API down) is retried here
+                rec.outcome_reported = True
+                actions.append(Crash(rec, diag.message or f"Job {rec.job_name} failed."))
+                continue
             if diag.job_finished:
                 continue
             if rec.pod_watch_timeout is not None and diag.phase == "pending":
