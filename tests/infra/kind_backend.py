@@ -56,13 +56,13 @@ class KindBackend:
         input: str | None = None,
         check: bool = True,
         as_user: str | None = None,
-        as_groups: Sequence[str] = (),
+        as_groups: Sequence[str] | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         argv = [_venv_tool("kubectl"), f"--kubeconfig={self.kubeconfig}"]
         if as_user:
             argv.append(f"--as={as_user}")
-        argv += [f"--as-group={g}" for g in as_groups]
+        argv += [f"--as-group={g}" for g in as_groups or ()]
         return _run([*argv, *args], self.env, input, check, timeout)
 
     def helm(
