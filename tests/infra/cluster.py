@@ -33,6 +33,9 @@ Pytest: ``--cluster=local`` (default) or ``--cluster=kind`` (pytest-kind with
 kind-config.yaml; needs Docker; no kwok annotations, no process node).
 Fixtures: ``k8s_cluster`` (session), ``k8s_namespace`` (fresh per test).
 Binaries: ``$PJO_TESTBIN_DIR`` or the cache dir printed by build.sh.
+
+Measured on the 2-core dev machine (Nov 2026): start 9-12 s (apiserver ~7 s),
+stop ~2 s, ~630 MB RSS for all components idle, ~750 MB with 100 Jobs.
 """
 
 from __future__ import annotations

@@ -449,7 +449,7 @@ class PodRunner:
                     {c["name"]: {"waiting": waiting} for c in self.pod["spec"]["containers"]},
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.deleting.wait(), 2.0)
+                    await asyncio.wait_for(self.deleting.wait(), 1.0)
                 if self.deleting.is_set():
                     return None
 

@@ -224,3 +224,8 @@ def test_impersonated_service_account_gets_exactly_its_role(
         http, as_sa = k8s_cluster.http(), {"Impersonate-User": who}
         assert http.get(f"/api/v1/namespaces/{ns}/secrets", headers=as_sa).status_code == 403
         assert http.get(f"/api/v1/namespaces/{ns}/pods", headers=as_sa).status_code == 200
+
+
+def test_helm_reaches_the_cluster(k8s_cluster: Cluster) -> None:
+    assert k8s_cluster.helm("version", "--short").stdout.startswith("v3.")
+    assert k8s_cluster.helm("list", "--all-namespaces", "-o", "json").stdout.strip() == "[]"
