@@ -212,7 +212,11 @@ class ProcessNode:
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS},
+                "spec": {
+                    "holderIdentity": self.name,
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "renewTime": micro_now(),
+                },
             },
         )
 
@@ -268,12 +272,20 @@ class ProcessNode:
                 )
                 if beats % 6 == 0:
                     await self.report_node_status()
-            except httpx.HTTPError as exc:
+            except Exception as exc:
                 log.warning("heartbeat failed: %r", exc)
 
     # -- pods ----------------------------------------------------------------------
 
     async def sync_pods(self) -> None:
+        while True:  # never let one bad event stop the node
+            try:
+                await self._sync_pods()
+            except Exception:
+                log.exception("pod sync failed; restarting")
+                await asyncio.sleep(1)
+
+    async def _sync_pods(self) -> None:
         async for event in self.api.watch(
             "/api/v1/pods", fieldSelector=f"spec.nodeName={self.name}"
         ):
