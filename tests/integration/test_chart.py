@@ -25,6 +25,8 @@ CHART = ROOT / "charts" / "prefect-job-operator"
 CRD = "workpools.prefect-job-operator.dev"
 RELEASE = "pjo"
 NS = "operators"
+# A `go install`ed helm defaults to Kubernetes v1.20 (no release ldflags), below kubeVersion.
+KUBE = ["--kube-version", "1.36.3"]
 
 # -- the rules the operator needs, written out once more on purpose ---------------------
 
@@ -71,13 +73,13 @@ def set_args(values: dict[str, str]) -> list[str]:
 
 
 def render(helm_bin: Path, **values: str) -> list[dict[str, Any]]:
-    proc = helm(helm_bin, "template", RELEASE, str(CHART), "-n", NS, *set_args(values))
+    proc = helm(helm_bin, "template", RELEASE, str(CHART), "-n", NS, *KUBE, *set_args(values))
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
 def render_error(helm_bin: Path, **values: str) -> str:
-    proc = helm(helm_bin, "template", RELEASE, str(CHART), "-n", NS, *set_args(values))
+    proc = helm(helm_bin, "template", RELEASE, str(CHART), "-n", NS, *KUBE, *set_args(values))
     assert proc.returncode != 0, "helm template accepted bad values"
     return proc.stderr
 
@@ -313,10 +315,13 @@ def test_sample_work_pool_is_optional(helm_bin: Path) -> None:
 
 
 def test_long_release_names_are_cut_to_63_characters(helm_bin: Path) -> None:
-    proc = helm(helm_bin, "template", "r" * 70, str(CHART), "-n", NS)
+    longest = "r" * 53  # Helm's own limit on release names
+    proc = helm(helm_bin, "template", longest, str(CHART), "-n", NS, *KUBE, "--set", "replicas=2")
     assert proc.returncode == 0, proc.stderr
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(proc.stdout) if d]
-    assert names and all(len(n) <= 63 for n in names)
+    assert len(names) == 6
+    assert all(len(n) <= 63 and not n.endswith("-") for n in names), names
+    assert f"{'r' * 53}-p-metrics" in names
 
 
 def test_helm_lint_is_clean(helm_bin: Path) -> None:
@@ -603,3 +608,64 @@ def test_cluster_rbac_is_cluster_wide_but_still_least_privilege(
     assert not can_i(k8s_cluster, sa, "update", "deployments.apps", "-n", k8s_namespace)
     assert not can_i(k8s_cluster, sa, "create", "clusterrolebindings.rbac.authorization.k8s.io")
     assert not can_i(k8s_cluster, sa, "delete", "namespaces")
+
+
+# -- the real operator under the chart's RBAC --------------------------------------------
+
+
+def service_account_kubeconfig(cluster: Cluster, namespace: str, sa: str, path: Path) -> Path:
+    """The admin kubeconfig with its user swapped for a token of the chart's ServiceAccount."""
+    config = yaml.safe_load(
+        cluster.kubectl("config", "view", "--raw", "--minify", "--flatten").stdout
+    )
+    token = cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=1h").stdout
+    config["users"] = [{"name": sa, "user": {"token": token.strip()}}]
+    config["contexts"][0]["context"]["user"] = sa
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.cluster
+@pytest.mark.prefect
+async def test_the_operator_dispatches_with_only_the_namespaced_rbac(
+    k8s_cluster: Cluster,
+    k8s_namespace: str,
+    release: str,
+    team_namespaces: list[str],
+    prefect_server: Any,
+    tmp_path: Path,
+) -> None:
+    """Least privilege is not too little: the real operator, authenticated as the chart's
+    ServiceAccount (namespaced mode), becomes Ready and turns a flow run into a Job."""
+    from tests.e2e.harness import E2E, fast_worker, wait_ready
+    from tests.infra import prefect_setup as ps
+    from tests.infra.operator_process import OperatorProcess
+
+    team_a = team_namespaces[0]
+    k8s_cluster.helm(
+        "install", release, str(CHART), "-n", k8s_namespace,
+        "--set", "rbac.mode=namespaced", "--set", f"watchNamespaces={{{team_a}}}",
+    )  # fmt: skip
+    sa = f"{release}-prefect-job-operator"
+    kubeconfig = service_account_kubeconfig(k8s_cluster, k8s_namespace, sa, tmp_path / "sa.yaml")
+    world = E2E(k8s_cluster, team_a, prefect_server.api_url, tmp_path, ps.unique("pool"))  # type: ignore[arg-type]
+    world.operator = OperatorProcess(
+        kube_env={**k8s_cluster.env, "KUBECONFIG": str(kubeconfig)},
+        api_url=prefect_server.api_url,
+        log_path=tmp_path / "operator.log",
+        namespaces=[team_a],
+        instance=f"pjo-{team_a}",
+        identity="chart-sa",
+    )
+    try:
+        world.apply_workpool({"worker": fast_worker()})
+        world.operator.start()
+        await wait_ready(world, timeout=60)
+        run_id = await world.run(await world.deployment())
+        pid = await world.wait_pid(run_id)
+        assert pid.startswith(f"{team_a}:")
+        assert len(world.jobs_by_run()[run_id]) == 1
+        log = world.operator.log_tail(400)
+        assert "forbidden" not in log.lower(), log
+    finally:
+        await world.close()

@@ -85,3 +85,8 @@ Included once, from deployment.yaml.
 {{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true (the ServiceMonitor scrapes that Service)" }}
 {{- end }}
 {{- end }}
+
+{{/* Name of the metrics Service: a DNS-1035 label, so the suffix fits within 63 characters. */}}
+{{- define "pjo.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "pjo.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
