@@ -53,7 +53,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -216,6 +216,7 @@ class LocalCluster:
         process_node_path: Sequence[str] = (),
         process_node_cwd: Path | None = None,
         start_timeout: float = 120.0,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pjo-k8s-")).resolve()
@@ -226,6 +227,8 @@ class LocalCluster:
         self.process_node_path = list(process_node_path)
         self.process_node_cwd = process_node_cwd
         self.start_timeout = start_timeout
+        # Per component ("kube-apiserver", "kwok", ...): flags appended to ours.
+        self.extra_args = {k: list(v) for k, v in (extra_args or {}).items()}
         self.timings: dict[str, float] = {}
         self._components: list[_Component] = []
         self._http: httpx.Client | None = None
@@ -434,6 +437,7 @@ class LocalCluster:
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
     ) -> None:
         log = self.logs_dir / f"{name}.log"
+        argv = [*argv, *self.extra_args.get(name, [])]
         comp = _Component(name, argv, log, env or {})
         with log.open("ab") as fh:
             comp.proc = subprocess.Popen(
