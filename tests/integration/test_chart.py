@@ -45,7 +45,6 @@ APPLICATION = [
     ([""], ["configmaps"], ["get", "list", "watch"]),
 ]
 CRD_READ = [(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"])]
-NAMESPACE_WATCH = [([""], ["namespaces"], ["list", "watch"])]
 
 
 def rule_tuples(role: dict[str, Any]) -> list[tuple[list[str], list[str], list[str]]]:
@@ -197,7 +196,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
 
 def test_cluster_mode_grants_exactly_the_documented_rules(helm_bin: Path) -> None:
     role = one(render(helm_bin), "ClusterRole")
-    assert rule_tuples(role) == CRD_READ + NAMESPACE_WATCH + FRAMEWORK_EVENTS + APPLICATION
+    assert rule_tuples(role) == CRD_READ + FRAMEWORK_EVENTS + APPLICATION
     # Never: write on Secrets/ConfigMaps, delete Pods, touch Deployments or RBAC, wildcards.
     for _, resources, verbs in rule_tuples(role):
         assert "*" not in resources and "*" not in verbs
@@ -208,10 +207,10 @@ def test_cluster_mode_grants_exactly_the_documented_rules(helm_bin: Path) -> Non
     ]
 
 
-def test_cluster_mode_with_watched_namespaces_drops_the_namespace_watch(helm_bin: Path) -> None:
+def test_cluster_mode_with_watched_namespaces_grants_the_same_rules(helm_bin: Path) -> None:
     objects = render(helm_bin, watchNamespaces="{team-a}")
-    role = one(objects, "ClusterRole")
-    assert rule_tuples(role) == CRD_READ + FRAMEWORK_EVENTS + APPLICATION
+    assert rule_tuples(one(objects, "ClusterRole")) == CRD_READ + FRAMEWORK_EVENTS + APPLICATION
+    assert container(objects)["args"] == ["run", "--namespace=team-a"]
 
 
 # -- template tests: namespaced mode ------------------------------------------------------
@@ -599,7 +598,7 @@ def test_cluster_rbac_is_cluster_wide_but_still_least_privilege(
     k8s_cluster.helm("install", release, str(CHART), "-n", k8s_namespace, "--wait")
     sa = f"system:serviceaccount:{k8s_namespace}:{release}-prefect-job-operator"
     other = team_namespaces[2]
-    assert can_i(k8s_cluster, sa, "list", "namespaces")
+    assert not can_i(k8s_cluster, sa, "list", "namespaces")
     assert can_i(k8s_cluster, sa, "create", "jobs.batch", "-n", other)
     assert can_i(k8s_cluster, sa, "watch", CRD, "--all-namespaces")
     assert can_i(k8s_cluster, sa, "get", "secrets", "-n", other)
