@@ -44,6 +44,7 @@ APPLICATION = [
     ([""], ["secrets"], ["get"]),
     ([""], ["configmaps"], ["get", "list", "watch"]),
 ]
+POD_NAME = {"fieldRef": {"fieldPath": "metadata.name"}}
 CRD_READ = [(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"])]
 
 
@@ -157,6 +158,7 @@ def test_the_deployment_is_hardened_and_probed(helm_bin: Path) -> None:
 def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
     assert env_of(render(helm_bin)) == {
         "PJO_INSTANCE": "pjo-prefect-job-operator",
+        "PJO_IDENTITY": POD_NAME,
         "PJO_NAMESPACES": "[]",
         "PJO_HEALTH_PORT": "8080",
         "PJO_LOG_FORMAT": "json",
@@ -180,6 +182,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
     )
     assert env == {
         "PJO_INSTANCE": "blue",
+        "PJO_IDENTITY": POD_NAME,
         "PJO_NAMESPACES": "[]",
         "PJO_HEALTH_PORT": "9000",
         "PJO_LOG_FORMAT": "plain",
