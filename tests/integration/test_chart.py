@@ -496,6 +496,13 @@ def test_upgrade_applies_changed_values(
     )
     assert k8s_cluster.kubectl("get", "pdb", name, "-n", k8s_namespace, check=False).returncode != 0
 
+    # The documented CRD upgrade step (docs/install.md) applies over the Helm-created CRD.
+    crds = k8s_cluster.helm("show", "crds", str(CHART)).stdout
+    applied = k8s_cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=crds
+    ).stdout
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD} serverside-applied" in applied
+
 
 @pytest.mark.cluster
 def test_a_bad_value_fails_the_install(k8s_cluster: Cluster, k8s_namespace: str) -> None:
