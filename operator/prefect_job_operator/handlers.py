@@ -34,8 +34,12 @@ log = logging.getLogger(__name__)
 FINALIZER = "prefect-job-operator.dev/finalizer"
 
 
-def configure(settings: kopf.OperatorSettings, instance: str) -> None:
+def configure(
+    settings: kopf.OperatorSettings, instance: str, workpool_selector: str | None = None
+) -> None:
     """kopf settings: standalone (our Leases do HA), server-side label selectors."""
+    if workpool_selector:
+        settings.watching.label_selectors[GROUP, VERSION, PLURAL] = workpool_selector
     settings.peering.standalone = True
     settings.persistence.finalizer = FINALIZER
     selector = f"{LABEL_OPERATOR}={instance}"
@@ -50,7 +54,7 @@ def configure(settings: kopf.OperatorSettings, instance: str) -> None:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: OperatorContext, **_: Any) -> None:
-    configure(settings, memo.settings.instance)
+    configure(settings, memo.settings.instance, memo.settings.workpool_selector)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=15, id="dispatch")

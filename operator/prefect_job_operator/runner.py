@@ -51,7 +51,7 @@ async def _main(settings: OperatorSettings, namespaces: list[str]) -> None:
     )
     health = await start_server(ctx, settings.health_host, settings.health_port)
     kopf_settings = kopf.OperatorSettings()
-    handlers.configure(kopf_settings, settings.instance)
+    handlers.configure(kopf_settings, settings.instance, settings.workpool_selector)
     # Exact namespace names need no cluster-wide Namespace/CRD watches (kopf's "scanning"),
     # which namespaced RBAC does not grant: without this kopf retries 403s in a loop.
     kopf_settings.scanning.disabled = bool(namespaces)

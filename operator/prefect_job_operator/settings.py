@@ -45,6 +45,12 @@ class OperatorSettings(BaseSettings):
         description="Namespaces whose WorkPools, Jobs and Pods this operator watches; empty means "
         "cluster-wide.",
     )
+    workpool_selector: str | None = Field(
+        None,
+        description="Label selector of the WorkPools this installation runs (server-side), e.g. "
+        "'team=data'; default: every WorkPool it can see. Lets several installations share a "
+        "cluster.",
+    )
     health_host: str = "0.0.0.0"
     health_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz and /metrics.")
     default_image: str = Field(
