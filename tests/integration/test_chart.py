@@ -634,47 +634,4 @@ def service_account_kubeconfig(cluster: Cluster, namespace: str, sa: str, path: 
     return path
 
 
-@pytest.mark.cluster
-@pytest.mark.prefect
-async def test_the_operator_dispatches_with_only_the_namespaced_rbac(
-    k8s_cluster: Cluster,
-    k8s_namespace: str,
-    release: str,
-    team_namespaces: list[str],
-    prefect_server: Any,
-    tmp_path: Path,
-) -> None:
-    """Least privilege is not too little: the real operator, authenticated as the chart's
-    ServiceAccount (namespaced mode), becomes Ready and turns a flow run into a Job."""
-    from tests.e2e.harness import E2E, fast_worker, wait_ready
-    from tests.infra import prefect_setup as ps
-    from tests.infra.operator_process import OperatorProcess
-
-    team_a = team_namespaces[0]
-    k8s_cluster.helm(
-        "install", release, str(CHART), "-n", k8s_namespace,
-        "--set", "rbac.mode=namespaced", "--set", f"watchNamespaces={{{team_a}}}",
-    )  # fmt: skip
-    sa = f"{release}-prefect-job-operator"
-    kubeconfig = service_account_kubeconfig(k8s_cluster, k8s_namespace, sa, tmp_path / "sa.yaml")
-    world = E2E(k8s_cluster, team_a, prefect_server.api_url, tmp_path, ps.unique("pool"))  # type: ignore[arg-type]
-    world.operator = OperatorProcess(
-        kube_env={**k8s_cluster.env, "KUBECONFIG": str(kubeconfig)},
-        api_url=prefect_server.api_url,
-        log_path=tmp_path / "operator.log",
-        namespaces=[team_a],
-        instance=f"pjo-{team_a}",
-        identity="chart-sa",
-    )
-    try:
-        world.apply_workpool({"worker": fast_worker()})
-        world.operator.start()
-        await wait_ready(world, timeout=60)
-        run_id = await world.run(await world.deployment())
-        pid = await world.wait_pid(run_id)
-        assert pid.startswith(f"{team_a}:")
-        assert len(world.jobs_by_run()[run_id]) == 1
-        log = world.operator.log_tail(400)
-        assert "forbidden" not in log.lower(), log
-    finally:
-        await world.close()
+# The operator running under this RBAC, end to end: tests/e2e/test_chart_rbac.py
