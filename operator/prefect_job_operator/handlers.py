@@ -69,7 +69,8 @@ async def workpool_daemon(
             rt = await build_runtime(ctx, body)
         except InvalidSpecError as exc:
             await _report_invalid(ctx, body, str(exc))
-            await _wait_for_change(body, generation, stopped)
+            # a spec change fixes it, or a Secret that appears later: look again in a while
+            await _wait_for_change(body, generation, stopped, timeout=30)
             continue
         task = asyncio.create_task(run_pool(rt, lambda r: bind_pool_id(ctx, r)))
         try:
@@ -90,10 +91,15 @@ async def _wait_for_change(
     generation: Any,
     stopped: kopf.DaemonStopped,
     task: asyncio.Task[Any] | None = None,
+    timeout: float | None = None,
 ) -> None:
+    waited = 0.0
     while not stopped and body.get("metadata", {}).get("generation") == generation:
         if task is not None and task.done():
             return
+        if timeout is not None and waited >= timeout:
+            return
+        waited += 1.0
         await asyncio.sleep(1.0)
 
 
