@@ -70,7 +70,7 @@ async def workpool_daemon(
         except InvalidSpecError as exc:
             await _report_invalid(ctx, body, str(exc))
             # a spec change fixes it, or a Secret that appears later: look again in a while
-            await _wait_for_change(body, generation, stopped, timeout=30)
+            await _wait_for_change(body, generation, stopped, give_up_after=30)
             continue
         task = asyncio.create_task(run_pool(rt, lambda r: bind_pool_id(ctx, r)))
         try:
@@ -91,13 +91,13 @@ async def _wait_for_change(
     generation: Any,
     stopped: kopf.DaemonStopped,
     task: asyncio.Task[Any] | None = None,
-    timeout: float | None = None,
+    give_up_after: float | None = None,
 ) -> None:
     waited = 0.0
     while not stopped and body.get("metadata", {}).get("generation") == generation:
         if task is not None and task.done():
             return
-        if timeout is not None and waited >= timeout:
+        if give_up_after is not None and waited >= give_up_after:
             return
         waited += 1.0
         await asyncio.sleep(1.0)
