@@ -76,6 +76,18 @@ class PoolRuntime:
     telemetry: Telemetry | None = None
     events: EventSink | None = None
 
+    def __post_init__(self) -> None:
+        self.writer.on_outcome = self.record_outcome
+
+    def record_outcome(self, kind: str, reason: str) -> None:
+        """Counters for the CR status and metrics, from the one place states are written."""
+        if kind == "crashed":
+            self.counters.crashed += 1
+            self.metrics.runs_crashed.inc(self.key, reason)
+        elif kind == "cancelled":
+            self.counters.cancelled += 1
+            self.metrics.runs_cancelled.inc(self.key)
+
     def telemetry_log(self, flow_run_id: str, level: int, message: str) -> None:
         """A worker log line on the flow run (shown in the Prefect UI), batched."""
         if self.telemetry is not None:

@@ -176,7 +176,6 @@ async def submit_run(
         await rt.writer.cancelled(
             run_id, f"Deployment {run.deployment_id} no longer exists, cancelled run."
         )
-        rt.counters.cancelled += 1
         return
     started = time.monotonic()
     claim = await rt.writer.claim(run_id)
@@ -211,7 +210,6 @@ async def launch(
                 return
         if run_id in rt.cancel_requested:
             await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
-            rt.counters.cancelled += 1
             return
         stage = "kubernetes"
         job = await create_job_idempotent(rt, rendered)
@@ -221,9 +219,7 @@ async def launch(
         log.warning("Flow run %s: %s", run_id, message)
         rt.telemetry_log(run_id, logging.ERROR, message)
         try:
-            if await rt.writer.crashed(run_id, message):
-                rt.counters.crashed += 1
-                rt.metrics.runs_crashed.inc(rt.key, "SubmissionFailed")
+            await rt.writer.crashed(run_id, message, reason=f"SubmissionFailed:{stage}")
         except PrefectAPIError as exc2:
             log.error("Could not mark flow run %s Crashed: %s", run_id, exc2)
         await rt.event_k8s("Warning", "SubmissionFailed", f"Flow run {run.name} ({run_id}): {exc}")
@@ -293,7 +289,6 @@ async def _label_and_mark_submitting(
     if state_type in ("CANCELLING", "CANCELLED"):
         if state_type == "CANCELLING":
             await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
-            rt.counters.cancelled += 1
         return True
     return False
 

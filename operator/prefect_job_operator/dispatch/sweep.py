@@ -69,8 +69,6 @@ async def _crash(rt: PoolRuntime, rec: RunRecord, message: str, *, delete_job: b
         return
     await _forward_crash_logs(rt, rec)
     if await rt.writer.crashed(rec.flow_run_id, message):
-        rt.counters.crashed += 1
-        rt.metrics.runs_crashed.inc(rt.key, "JobFailed")
         await rt.event_k8s("Warning", "FlowRunCrashed", f"Flow run {run.name}: {message}")
 
 
@@ -96,14 +94,12 @@ async def _job_gone(rt: PoolRuntime, rec: RunRecord) -> None:
         return
     if state_type == "CANCELLING":
         await rt.writer.cancelled(rec.flow_run_id, CANCEL_DONE)
-        rt.counters.cancelled += 1
-        rt.metrics.runs_cancelled.inc(rt.key)
         return
     if state_type in SKIP_CRASH:
         return
-    if await rt.writer.crashed(rec.flow_run_id, f"Kubernetes Job {rec.pid} was deleted."):
-        rt.counters.crashed += 1
-        rt.metrics.runs_crashed.inc(rt.key, "JobDeleted")
+    await rt.writer.crashed(
+        rec.flow_run_id, f"Kubernetes Job {rec.pid} was deleted.", reason="JobDeleted"
+    )
 
 
 async def sweep_cancelling(rt: PoolRuntime) -> None:
@@ -125,8 +121,6 @@ async def sweep_cancelling(rt: PoolRuntime) -> None:
             await rt.writer.cancelled(
                 run_id, "Flow run cancelled by prefect-job-operator (no infrastructure found)."
             )
-            rt.counters.cancelled += 1
-            rt.metrics.runs_cancelled.inc(rt.key)
             continue
         diag = rec.diagnosis(now)
         first_seen = rt.cancel_seen.setdefault(run_id, now)
@@ -137,8 +131,6 @@ async def sweep_cancelling(rt: PoolRuntime) -> None:
         await rt.writer.cancelled(
             run_id, CANCEL_PENDING if diag.phase != "running" else CANCEL_DONE
         )
-        rt.counters.cancelled += 1
-        rt.metrics.runs_cancelled.inc(rt.key)
         await rt.event_k8s(
             "Normal", "FlowRunCancelled", f"Flow run {run.name}: Job {rec.pid} deleted"
         )
@@ -197,10 +189,11 @@ async def sweep_pending(rt: PoolRuntime) -> None:
         if run.infrastructure_pid:
             if await _job_exists(rt, run.infrastructure_pid):
                 continue
-            if await rt.writer.crashed(
-                run_id, f"Kubernetes Job {run.infrastructure_pid} no longer exists."
-            ):
-                rt.counters.crashed += 1
+            await rt.writer.crashed(
+                run_id,
+                f"Kubernetes Job {run.infrastructure_pid} no longer exists.",
+                reason="JobDeleted",
+            )
             continue
         await _resubmit(rt, run)
 
@@ -262,9 +255,9 @@ async def sweep_running(rt: PoolRuntime) -> None:
             continue
         if await _job_exists(rt, pid):
             continue
-        if await rt.writer.crashed(str(run.id), f"Kubernetes Job {pid} was deleted."):
-            rt.counters.crashed += 1
-            rt.metrics.runs_crashed.inc(rt.key, "JobDeleted")
+        await rt.writer.crashed(
+            str(run.id), f"Kubernetes Job {pid} was deleted.", reason="JobDeleted"
+        )
 
 
 async def sweep_final_with_jobs(rt: PoolRuntime) -> None:

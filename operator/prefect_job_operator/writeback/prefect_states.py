@@ -7,8 +7,8 @@ orchestration result (not the HTTP code) is read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import PrefectAPIError
@@ -32,9 +32,12 @@ class Claim:
 class StateWriter:
     """Proposals for one pool, with counters for the CR status and metrics."""
 
-    def __init__(self, client: PrefectClient, *, on_outcome: Any = None) -> None:
+    def __init__(
+        self, client: PrefectClient, *, on_outcome: Callable[[str, str], None] | None = None
+    ) -> None:
         self.client = client
-        self._on_outcome = on_outcome or (lambda kind: None)
+        self.on_outcome: Callable[[str, str], None] = on_outcome or (lambda kind, reason: None)
+        """Told (kind, reason) for every accepted Crashed/Cancelled: counters and metrics."""
 
     async def claim(self, flow_run_id: str) -> Claim:
         """Propose Pending; only ACCEPT with a PENDING state wins the run."""
@@ -71,14 +74,14 @@ class StateWriter:
         except PrefectAPIError as exc:
             log.info("Proposing InfrastructurePending for %s failed: %s", flow_run_id, exc)
 
-    async def crashed(self, flow_run_id: str, message: str) -> bool:
+    async def crashed(self, flow_run_id: str, message: str, reason: str = "JobFailed") -> bool:
         """Propose Crashed; True when the server accepted it."""
         result = await self.client.set_flow_run_state(
             flow_run_id, type="CRASHED", name="Crashed", message=message
         )
         accepted = result.status == "ACCEPT"
         if accepted:
-            self._on_outcome("crashed")
+            self.on_outcome("crashed", reason)
         return accepted
 
     async def cancelled(self, flow_run_id: str, message: str) -> None:
@@ -86,7 +89,7 @@ class StateWriter:
         await self.client.set_flow_run_state(
             flow_run_id, type="CANCELLED", name="Cancelled", message=message, force=True
         )
-        self._on_outcome("cancelled")
+        self.on_outcome("cancelled", "Cancelled")
 
     async def record_pid(self, flow_run_id: str, pid: str) -> None:
         await self.client.set_infrastructure_pid(flow_run_id, pid)
