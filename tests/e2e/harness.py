@@ -133,8 +133,10 @@ class E2E:
         return result
 
     async def close(self) -> None:
-        await self.http.aclose()
-        self.operator.stop()
+        try:
+            self.operator.stop()
+        finally:
+            await self.http.aclose()
 
 
 def fast_worker(**overrides: Any) -> dict[str, Any]:
