@@ -5,6 +5,7 @@ Tests, the demo and the benchmarks use it so that SIGKILL and restarts are real.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
@@ -83,6 +84,8 @@ class OperatorProcess:
             argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
+        if self.starts == 0:
+            atexit.register(self.kill)  # never leave an operator behind a crashed test run
         self.starts += 1
         if wait:
             self.wait_healthy()
