@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.conftest import Measure
 from tests.e2e.harness import E2E, eventually, fast_worker, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect]
@@ -24,7 +25,7 @@ UPSTREAM_LABELS = {
 }
 
 
-async def test_workpool_ready_and_three_runs_become_jobs(e2e: E2E) -> None:
+async def test_workpool_ready_and_three_runs_become_jobs(e2e: E2E, measure: Measure) -> None:
     e2e.apply_workpool({"worker": fast_worker()})
     e2e.operator.start()
     await wait_ready(e2e)
@@ -55,6 +56,7 @@ async def test_workpool_ready_and_three_runs_become_jobs(e2e: E2E) -> None:
         assert run["state"]["type"] == "PENDING"
         assert run["labels"]["prefect.worker.name"] == status["workerName"]
     assert elapsed < 20, f"three runs took {elapsed:.1f}s to dispatch"
+    measure("e2e: 3 runs dispatched (s)", f"{elapsed:.1f}")
 
     async def counted() -> dict[str, int] | None:
         counts = e2e.workpool_status().get("counts") or {}
@@ -65,9 +67,10 @@ async def test_workpool_ready_and_three_runs_become_jobs(e2e: E2E) -> None:
     assert "prefect_job_operator_runs_dispatched_total" in metrics
     code, health = e2e.operator.health()
     assert code == 200, health
+    measure("e2e: operator RSS with one pool (MiB)", e2e.operator.rss() // 2**20)
 
 
-async def test_crash_with_exit_code_is_reported_fast(e2e: E2E) -> None:
+async def test_crash_with_exit_code_is_reported_fast(e2e: E2E, measure: Measure) -> None:
     e2e.apply_workpool({"worker": fast_worker()})
     e2e.operator.start()
     await wait_ready(e2e)
@@ -89,6 +92,7 @@ async def test_crash_with_exit_code_is_reported_fast(e2e: E2E) -> None:
     latency = time.monotonic() - job_created
     assert "3" in run["state"]["message"], run["state"]["message"]
     assert latency < 10, latency
+    measure("e2e: pod fails 1 s after start -> Crashed, from Job creation (s)", f"{latency:.1f}")
     assert (await e2e.flow_run(good))["infrastructure_pid"]
 
 

@@ -6,13 +6,16 @@ import time
 
 import pytest
 
+from tests.conftest import Measure
 from tests.e2e.harness import E2E, eventually, fast_worker, wait_ready
 from tests.infra.operator_process import OperatorProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect]
 
 
-async def test_two_replicas_dispatch_each_run_once_and_fail_over(e2e: E2E) -> None:
+async def test_two_replicas_dispatch_each_run_once_and_fail_over(
+    e2e: E2E, measure: Measure
+) -> None:
     e2e.apply_workpool({"worker": fast_worker(submitConcurrency=8)})
     first = e2e.operator.start()
     second = OperatorProcess(
@@ -49,6 +52,8 @@ async def test_two_replicas_dispatch_each_run_once_and_fail_over(e2e: E2E) -> No
         failover = time.monotonic() - killed_at
         by_run = e2e.jobs_by_run()
         assert all(len(by_run[r]) == 1 for r in runs + more)
-        print(f"fail-over and 5 new runs dispatched in {failover:.1f}s")
+        measure(
+            "e2e: leader SIGKILLed -> 5 new runs dispatched by the standby (s)", f"{failover:.1f}"
+        )
     finally:
         second.stop()

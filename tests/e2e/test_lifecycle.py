@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from prefect_job_operator.rendering import default_base_job_template
+from tests.conftest import Measure
 from tests.e2e.harness import E2E, eventually, fast_worker, wait_ready
 from tests.infra import prefect_setup as ps
 from tests.infra.cluster import PROCESS_NODE_PLACEMENT
@@ -104,7 +105,9 @@ async def test_cancelling_pending_and_running_runs_deletes_their_jobs(e2e: E2E) 
     await eventually("both Jobs deleted", jobs_gone, 30)
 
 
-async def test_sigkill_during_a_200_run_burst_leaves_exactly_one_job_per_run(e2e: E2E) -> None:
+async def test_sigkill_during_a_200_run_burst_leaves_exactly_one_job_per_run(
+    e2e: E2E, measure: Measure
+) -> None:
     e2e.apply_workpool(
         {"worker": fast_worker(submitConcurrency=8), "recovery": {"pendingGraceSeconds": 5}}
     )
@@ -148,4 +151,5 @@ async def test_sigkill_during_a_200_run_burst_leaves_exactly_one_job_per_run(e2e
         job = by_run[r][0]
         assert run["infrastructure_pid"] == f"{e2e.ns}:{job['metadata']['name']}"
         assert run["state"]["type"] == "PENDING"
-    print(f"200-run burst with 4 SIGKILLs dispatched in {elapsed:.1f}s")
+    measure("e2e: 200-run burst with 4 SIGKILLs, all Jobs + pids (s)", f"{elapsed:.1f}")
+    measure("e2e: operator RSS after the 200-run burst (MiB)", e2e.operator.rss() // 2**20)
