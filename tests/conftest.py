@@ -1,13 +1,13 @@
 """Shared pytest configuration: the real-component fixtures live in tests/infra/."""
 
+from collections.abc import Callable
+
+import pytest
+
 pytest_plugins = [
     "tests.infra.prefect_server",
     "tests.infra.cluster",
 ]
-
-from collections.abc import Callable  # noqa: E402
-
-import pytest  # noqa: E402
 
 _MEASUREMENTS: dict[str, str] = {}
 Measure = Callable[[str, object], None]
