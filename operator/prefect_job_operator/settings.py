@@ -68,6 +68,13 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="How long a running flow may take to cancel itself before its Job is deleted.",
     )
+    infrastructure_pending_after_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Propose Pending 'InfrastructurePending' for a pod still waiting after this "
+        "long (0: as soon as a pod is Pending, like the upstream observer; that costs one state "
+        "proposal per run).",
+    )
     sweep_interval_seconds: float = Field(10.0, gt=0)
     status_interval_seconds: float = Field(5.0, gt=0)
     log_format: str = Field("json", pattern="^(json|plain)$")

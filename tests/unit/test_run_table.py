@@ -256,3 +256,14 @@ def test_forget_finished_drops_deleted_and_long_finished() -> None:
     assert table.get(fresh_crash) is not None
     assert table.get(live) is not None
     assert len(table) == 2
+
+
+def test_delayed_infrastructure_pending_only_for_pods_that_keep_waiting() -> None:
+    table = RunTable(infra_pending_after=5)
+    created = now() - timedelta(seconds=2)
+    table.observe_job("ADDED", job_json(RUN, JOB, created=created))
+    assert table.observe_pod("ADDED", pod_json(RUN, JOB, phase="Pending", created=created)) == []
+    assert table.check_deadlines(now()) == []  # waited 2 s: a fast pod costs no proposal
+    later = [a for a in table.check_deadlines(now() + timedelta(seconds=4)) if a]
+    assert [type(a) for a in later] == [InfrastructurePending]
+    assert table.check_deadlines(now() + timedelta(seconds=6)) == []  # reported once

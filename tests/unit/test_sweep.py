@@ -317,6 +317,7 @@ async def test_apply_job_gone_cancels_cancelling_and_crashes_running() -> None:
 
 async def test_apply_infrastructure_pending_unless_still_submitting() -> None:
     rt, client, _kube = make_runtime()
+    rt.table.infra_pending_after = 0  # upstream parity: report at once
     run_id = client.add_run(state="PENDING", state_name="Submitting")
     assert rt.table.observe_job("ADDED", job_json(run_id, JOB)) == []
     [action] = rt.table.observe_pod("ADDED", pod_json(run_id, JOB))

@@ -78,6 +78,7 @@ class PoolRuntime:
 
     def __post_init__(self) -> None:
         self.writer.on_outcome = self.record_outcome
+        self.table.infra_pending_after = self.settings.infrastructure_pending_after_seconds
 
     def record_outcome(self, kind: str, reason: str) -> None:
         """Counters for the CR status and metrics, from the one place states are written."""

@@ -93,8 +93,12 @@ Action = Crash | InfrastructurePending | JobGone
 class RunTable:
     """Per-pool map flow-run id → RunRecord, with the decisions the watches trigger."""
 
-    def __init__(self) -> None:
+    def __init__(self, infra_pending_after: float = 0.0) -> None:
         self.by_run: dict[str, RunRecord] = {}
+        self.infra_pending_after = infra_pending_after
+        """Report InfrastructurePending only for pods still waiting after this many seconds
+        (0: at once, like the upstream observer). Pods that start quickly then cost the
+        Prefect server nothing."""
 
     def __len__(self) -> int:
         return len(self.by_run)
@@ -172,7 +176,12 @@ class RunTable:
             return []
         rec.pods[name] = _slim(pod, ("nodeName",))
         phase = (pod.get("status") or {}).get("phase")
-        if phase == "Pending" and not rec.infra_pending_reported and not rec.outcome_reported:
+        if (
+            phase == "Pending"
+            and self.infra_pending_after <= 0
+            and not rec.infra_pending_reported
+            and not rec.outcome_reported
+        ):
             rec.infra_pending_reported = True
             return [InfrastructurePending(rec)]
         diag = rec.diagnosis(datetime.now(UTC))
@@ -195,6 +204,16 @@ class RunTable:
                 continue
             if diag.job_finished:
                 continue
+            if (
+                diag.phase == "pending"
+                and rec.pods
+                and not rec.infra_pending_reported
+                and self.infra_pending_after > 0
+            ):
+                since = diag.pending_since or rec.created_at
+                if since is not None and (now - since).total_seconds() >= self.infra_pending_after:
+                    rec.infra_pending_reported = True
+                    actions.append(InfrastructurePending(rec))
             if rec.pod_watch_timeout is not None and diag.phase == "pending":
                 since = diag.pending_since or rec.created_at
                 if since is not None and now - since > timedelta(seconds=rec.pod_watch_timeout):
