@@ -114,11 +114,16 @@ async def test_pending_pod_times_out_with_diagnosis(e2e: E2E) -> None:
     e2e.apply_workpool({"worker": fast_worker()})
     e2e.operator.start()
     await wait_ready(e2e)
-    dep = await e2e.deployment({"pod_watch_timeout_seconds": 3})
+    dep = await e2e.deployment({"pod_watch_timeout_seconds": 10})
     unschedulable = await e2e.run(dep, job_variables={"cpu_request": "100000"})
     evicted = await e2e.run(
         dep, job_variables={"annotations": {"pjo.test/outcome": "evict", "pjo.test/after": "1s"}}
     )
+
+    async def infrastructure_pending() -> bool:
+        return (await e2e.flow_run(unschedulable))["state"]["name"] == "InfrastructurePending"
+
+    await eventually("InfrastructurePending while the pod waits", infrastructure_pending, 15)
     run = await e2e.wait_state(unschedulable, "CRASHED", timeout=30)
     assert "nschedulable" in run["state"]["message"], run["state"]["message"]
     assert "pod_watch_timeout" in run["state"]["message"]
