@@ -67,6 +67,7 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument("--workdir", type=Path, help="default: a fresh temporary directory")
     p.add_argument("--docs", type=Path, default=DOCS, help="markdown to update ('-' = none)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
+    p.add_argument("--report", type=Path, help="only render the table and docs from a results JSON")
     args = p.parse_args(argv)
     if args.quick:
         plan = Plan(
@@ -204,6 +205,12 @@ async def run(plan: Plan, w: World) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     plan, args = parse(argv)
+    if args.report:
+        results = json.loads(args.report.read_text())
+        print(report.table(results))
+        if str(args.docs) != "-":
+            report.write_docs(args.docs, results)
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pjo-bench-"))
     started = time.monotonic()
     meta = {

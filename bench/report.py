@@ -17,7 +17,7 @@ class Row:
     upstream: float | None
     ceiling: float | None = None
     target: str = ""
-    met: bool | None = None
+    met: bool | str | None = None
 
 
 def _get(d: Any, *keys: Any) -> Any:
@@ -59,12 +59,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
     for n in plan["sizes"]:
         o, u = _burst(results, "ours", n), _burst(results, "upstream", n)
         ours_rate, up_rate = _get(o, "runs_per_second"), _get(u, "runs_per_second")
-        met = None
-        if ours_rate and up_rate and slower:
-            met = ours_rate >= 3 * up_rate and ours_rate >= 0.8 * slower
-        out.append(
-            Row(f"burst {n}: runs/s to Job", ours_rate, up_rate, slower, ">=3x up, >=80% ceil", met)
-        )
+        met: str | None = None
+        if ours_rate and up_rate:
+            met = _yes(ours_rate >= 3 * up_rate)
+            if slower:
+                met += f"; {_yes(ours_rate >= 0.8 * slower)}"
+        label = f"burst {n}: runs/s to Job"
+        for who, b in (("ours", o), ("upstream", u)):
+            if b is not None and not b.get("complete"):
+                label += f" ({who} cut off: {b['jobs']}/{n} Jobs)"
+        out.append(Row(label, ours_rate, up_rate, slower, ">=3x up; >=80% ceil", met))
         out.append(
             Row(
                 f"burst {n}: s until all Jobs",
@@ -180,6 +184,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "-"
@@ -198,7 +206,7 @@ HEADER = ["metric", "ours", "upstream", "ours/upstream", "ceiling", "ours/ceilin
 
 
 def _cells(r: Row) -> list[str]:
-    met = {True: "yes", False: "NO", None: ""}[r.met]
+    met = r.met if isinstance(r.met, str) else {True: "yes", False: "NO", None: ""}[r.met]
     return [
         r.metric,
         _fmt(r.ours),
