@@ -133,8 +133,13 @@ def upstream_render(case: Mapping[str, Any], base_environment: Mapping[str, str]
         mock.patch.object(kw, "BatchV1Api", recorder.batch),
         mock.patch.object(kw, "CoreV1Api", recorder.core),
     ):
-        config = asyncio.run(_resolve(case))
-        asyncio.run(_create(case, config))
+        # A private loop: asyncio.run() would unset the session loop pytest-asyncio shares.
+        loop = asyncio.new_event_loop()
+        try:
+            config = loop.run_until_complete(_resolve(case))
+            loop.run_until_complete(_create(case, config))
+        finally:
+            loop.close()
     (job,) = recorder.jobs
     return {
         "job": job["body"],
