@@ -6,6 +6,7 @@ Tests, the demo and the benchmarks use it so that SIGKILL and restarts are real.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -113,8 +114,16 @@ class OperatorProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            kill_group(self.proc.pid, grace=20)
+        """SIGTERM (graceful: the Lease is released), SIGKILL after 20 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)  # reaps it; polling the group would see the zombie
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc.pid, grace=0)
+            self.proc.wait(10)
 
     def restart(self) -> None:
         self.kill()
