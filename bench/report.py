@@ -289,6 +289,24 @@ def generated_section(results: dict[str, Any]) -> str:
         f"- upstream: {_kube(results, 'upstream', big)}",
         "",
     ]
+    loads = [
+        f"{subject} {what} {item['load_average']:.1f}"
+        for subject, data in results["subjects"].items()
+        for what, item in [
+            *((f"burst {b.get('n')}", b) for b in data.get("burst", [])),
+            ("steady", data.get("steady") or {}),
+            *((f"crash {c.get('mode')}", c) for c in data.get("crash", [])),
+        ]
+        if "load_average" in item
+    ]
+    if loads:
+        lines += [
+            "1-minute load average of the machine at the end of each scenario (2 cores; "
+            f"{_fmt(meta.get('load_average_start'))} at the start of the run): "
+            + ", ".join(loads)
+            + ".",
+            "",
+        ]
     if errors:
         lines += ["Scenarios that failed in this run:", "", *errors, ""]
     lines.append(END)
