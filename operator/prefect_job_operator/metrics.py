@@ -27,40 +27,39 @@ def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str
 
 
 @dataclass
-class Counter:
+class _Scalar:
+    """One float per label set; Counter and Gauge differ only in how it changes."""
+
     name: str
     help: str
     labelnames: tuple[str, ...] = ()
     values: dict[LabelValues, float] = field(default_factory=dict)
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
+    kind = "untyped"
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} counter"
+        yield f"# TYPE {self.name} {self.kind}"
         for labels, value in sorted(self.values.items()):
             yield f"{self.name}{_labels(self.labelnames, labels)} {value}"
 
 
 @dataclass
-class Gauge:
-    name: str
-    help: str
-    labelnames: tuple[str, ...] = ()
-    values: dict[LabelValues, float] = field(default_factory=dict)
+class Counter(_Scalar):
+    kind = "counter"
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+
+@dataclass
+class Gauge(_Scalar):
+    kind = "gauge"
 
     def set(self, value: float, *labels: str) -> None:
         self.values[labels] = value
 
     def remove(self, *labels: str) -> None:
         self.values.pop(labels, None)
-
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} gauge"
-        for labels, value in sorted(self.values.items()):
-            yield f"{self.name}{_labels(self.labelnames, labels)} {value}"
 
 
 @dataclass
