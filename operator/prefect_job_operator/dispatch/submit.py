@@ -230,6 +230,9 @@ async def launch(
     rt.table.observe_job("ADDED", job)
     try:
         await rt.writer.record_pid(run_id, pid)
+        rec = rt.table.get(run_id)
+        if rec is not None:
+            rec.pid_recorded = True  # the sweep's (older) snapshot must not PATCH it again
     except PrefectAPIError as exc:
         # the sweep adopts the Job later and retries the pid
         log.warning("Recording infrastructure_pid of %s failed (sweep will retry): %s", run_id, exc)

@@ -176,8 +176,9 @@ async def sweep_pending(rt: PoolRuntime) -> None:
             continue
         rec = rt.table.get(run_id)
         if rec is not None and not rec.deleted:
-            if run.infrastructure_pid != rec.pid:
+            if run.infrastructure_pid != rec.pid and not rec.pid_recorded:
                 await rt.writer.record_pid(run_id, rec.pid)
+                rec.pid_recorded = True
                 log.info("Adopted Job %s of flow run %s", rec.pid, run_id)
             continue
         since = run.state.timestamp if run.state and run.state.timestamp else None

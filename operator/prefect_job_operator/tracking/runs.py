@@ -57,6 +57,7 @@ class RunRecord:
     job_watch_timeout: int | None = None
     infra_pending_reported: bool = False
     outcome_reported: bool = False
+    pid_recorded: bool = False
 
     @property
     def pid(self) -> str:
