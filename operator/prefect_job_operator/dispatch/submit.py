@@ -61,6 +61,11 @@ async def poll_once(
 ) -> int:
     """One poll: fetch due runs and start a bounded submission for each; returns how many."""
     spec = rt.spec
+    if len(rt.submitting) >= 2 * spec.worker.submit_concurrency:
+        # A backlog is still waiting for a submission slot: another poll would only make the
+        # server list (and serialise) runs we already hold. Busy is not unhealthy.
+        rt.health.last_poll = _now()
+        return 0
     started = time.monotonic()
     runs = await rt.client.get_scheduled_flow_runs(
         rt.pool_name,
