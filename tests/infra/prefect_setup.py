@@ -38,7 +38,7 @@ async def call(
     body: Any = None,
     *,
     expect: tuple[int, ...] = (200, 201, 204),
-    attempts: int = 12,
+    attempts: int = 40,  # SQLite answers 503 under write contention; keep trying
 ) -> Any:
     """One API call, retrying 503/transport errors; raises AssertionError on other codes."""
     delay = 0.05
