@@ -14,7 +14,6 @@ from typing import Any
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.errors import (
-    PrefectAPIError,
     ValidationFailed,
     WorkPoolAlreadyExists,
     WorkPoolNotFound,
@@ -132,7 +131,3 @@ async def heartbeat(rt: PoolRuntime) -> None:
     await rt.client.heartbeat(
         rt.pool_name, rt.worker_name, rt.spec.worker.heartbeat_interval_seconds
     )
-
-
-def describe(exc: PrefectAPIError) -> str:
-    return str(exc)

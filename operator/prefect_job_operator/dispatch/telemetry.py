@@ -40,7 +40,6 @@ class Telemetry:
         self.events: list[dict[str, Any]] = []
         self.logs: list[LogRecord] = []
         self.enabled = True
-        self.last_event_id: str | None = None
 
     def worker_resource(self) -> dict[str, str]:
         slug = slugify(self.worker_name) or "worker"

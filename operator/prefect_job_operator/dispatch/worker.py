@@ -6,7 +6,6 @@ request cancels the whole group, so no loop outlives the right to act.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -346,12 +345,3 @@ def _hostname() -> str:
     import socket
 
     return socket.gethostname()
-
-
-async def wait_first(*aws: Awaitable[Any]) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()

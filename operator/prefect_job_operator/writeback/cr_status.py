@@ -96,26 +96,19 @@ def _facet(
 
 def _facets(report: PoolReport) -> dict[str, tuple[bool | None, str, str]]:
     """Status, reason and message of the three observed conditions, in priority order."""
+    api = _facet(
+        report.api_reachable,
+        true_reason=c.REASON_REACHABLE,
+        false_reason=report.api_reason,
+        default_false_reason=c.REASON_UNREACHABLE,
+        error=report.api_error,
+        true_message="The Prefect API answered.",
+    )
     if report.invalid_spec is not None:
         invalid = (False, c.REASON_INVALID_SPEC, report.invalid_spec)
-        api = _facet(
-            report.api_reachable,
-            true_reason=c.REASON_REACHABLE,
-            false_reason=report.api_reason,
-            default_false_reason=c.REASON_UNREACHABLE,
-            error=report.api_error,
-            true_message="The Prefect API answered.",
-        )
         return {c.API_REACHABLE: api, c.POOL_SYNCED: invalid, c.POLLING: invalid}
     return {
-        c.API_REACHABLE: _facet(
-            report.api_reachable,
-            true_reason=c.REASON_REACHABLE,
-            false_reason=report.api_reason,
-            default_false_reason=c.REASON_UNREACHABLE,
-            error=report.api_error,
-            true_message="The Prefect API answered.",
-        ),
+        c.API_REACHABLE: api,
         c.POOL_SYNCED: _facet(
             report.pool_synced,
             true_reason=c.REASON_SYNCED,
