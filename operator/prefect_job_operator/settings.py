@@ -75,6 +75,15 @@ class OperatorSettings(BaseSettings):
         "long (0: as soon as a pod is Pending, like the upstream observer; that costs one state "
         "proposal per run).",
     )
-    sweep_interval_seconds: float = Field(10.0, gt=0)
+    sweep_interval_seconds: float = Field(
+        10.0, gt=0, description="Seconds between two sweeps for cancelling runs."
+    )
+    recovery_sweep_interval_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between two recovery sweeps (Pending runs without a Job, Running "
+        "runs whose Job is gone). Each lists every such run of the pool, so it is the most "
+        "expensive call the operator makes; the first one runs as soon as a replica leads.",
+    )
     status_interval_seconds: float = Field(5.0, gt=0)
     log_format: str = Field("json", pattern="^(json|plain)$")

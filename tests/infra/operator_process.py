@@ -63,6 +63,7 @@ class OperatorProcess:
                 "PJO_HEALTH_PORT": str(self.port),
                 "PJO_LOG_FORMAT": "plain",
                 "PJO_SWEEP_INTERVAL_SECONDS": "2",
+                "PJO_RECOVERY_SWEEP_INTERVAL_SECONDS": "4",
                 "PJO_STATUS_INTERVAL_SECONDS": "1",
                 "PJO_CANCEL_GRACE_SECONDS": "2",
                 "PJO_LEASE_DURATION_SECONDS": "6",

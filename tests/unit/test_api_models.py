@@ -50,7 +50,7 @@ def test_empty_spec_gets_every_default() -> None:
     assert (w.submit_concurrency, w.run_labels, w.submitting_state, w.emit_events) == (
         4,
         True,
-        True,
+        False,
         True,
     )
     assert spec.recovery.pending_grace_seconds == 60

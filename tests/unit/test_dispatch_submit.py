@@ -73,17 +73,72 @@ async def test_claim_won_creates_one_labelled_job_and_records_pid(world) -> None
     assert meta["annotations"][ANNOTATION_CLAIM] == _claim_id(client, run_id)
     assert meta["annotations"][ANNOTATION_POD_WATCH_TIMEOUT] == "60"
     assert client.runs[run_id]["infrastructure_pid"] == f"default:{meta['name']}"
-    assert client.state_of(run_id) == ("PENDING", "Submitting")
+    # One state proposal per run by default: "Submitting" is opt-in (display only).
+    assert client.state_of(run_id) == ("PENDING", "Pending")
+    assert [p[:2] for p in client.proposed(run_id)] == [("PENDING", "Pending")]
+    assert client.label_patches[0][1]["prefect.worker.name"] == rt.worker_name
+    rec = rt.table.get(run_id)
+    assert rec is not None and rec.pid == f"default:{meta['name']}"
+    assert rec.pid_recorded and not rec.pid_queued
+    assert rt.submitting == set()
+    assert rt.counters.submitted == 1
+    assert rt.metrics.runs_dispatched.values[(rt.key,)] == 1
+
+
+async def test_submitting_state_is_proposed_before_the_job_when_enabled() -> None:
+    rt, client, kube = make_runtime(spec={**API, "worker": {"submittingState": True}})
+    run_id = client.add_run(deployment_id=client.add_deployment())
+    jobs_at_submitting: list[int] = []
+
+    def count_jobs(rid: str, type_: str, name: str | None) -> None:
+        if name == "Submitting":
+            jobs_at_submitting.append(len(kube.jobs))
+
+    client.on_propose = count_jobs
+    await poll(rt)
+
     assert [p[:2] for p in client.proposed(run_id)] == [
         ("PENDING", "Pending"),
         ("PENDING", "Submitting"),
     ]
-    assert client.label_patches[0][1]["prefect.worker.name"] == rt.worker_name
-    rec = rt.table.get(run_id)
-    assert rec is not None and rec.pid == f"default:{meta['name']}"
-    assert rt.submitting == set()
-    assert rt.counters.submitted == 1
-    assert rt.metrics.runs_dispatched.values[(rt.key,)] == 1
+    assert jobs_at_submitting == [0]
+    assert len(jobs_of(kube, run_id)) == 1
+    assert client.state_of(run_id) == ("PENDING", "Submitting")
+
+
+async def test_pid_and_labels_trail_the_job_without_holding_a_submission_slot() -> None:
+    """With one submission slot and the first run's pid PATCH stuck, the second run still
+    gets its Job: bookkeeping does not hold the slot."""
+    rt, client, kube = make_runtime(spec={**API, "worker": {"submitConcurrency": 1}})
+    dep = client.add_deployment()
+    first = client.add_run(name="first-run", deployment_id=dep)
+    second = client.add_run(name="second-run", deployment_id=dep)
+    release = anyio.Event()
+    pid_order: list[str] = []
+    original = client.set_infrastructure_pid
+
+    async def slow_pid(flow_run_id, pid):  # type: ignore[no-untyped-def]
+        if str(flow_run_id) == first:
+            await release.wait()
+        pid_order.append(str(flow_run_id))
+        await original(flow_run_id, pid)
+
+    client.set_infrastructure_pid = slow_pid  # type: ignore[method-assign]
+    limiter = anyio.CapacityLimiter(1)
+    async with anyio.create_task_group() as tg:
+        await poll_once(rt, tg, limiter)
+        with anyio.fail_after(5):
+            while len(kube.jobs) < 2:
+                await anyio.sleep(0.01)
+        rec = rt.table.get(first)
+        assert rec is not None and rec.pid_queued and not rec.pid_recorded
+        assert client.runs[first]["infrastructure_pid"] is None
+        release.set()
+
+    assert pid_order == [second, first]
+    assert client.runs[first]["infrastructure_pid"] is not None
+    assert client.runs[second]["infrastructure_pid"] is not None
+    assert {p[0] for p in client.label_patches} == {first, second}
 
 
 async def test_claim_lost_creates_no_job(world) -> None:
@@ -242,7 +297,7 @@ async def test_render_error_crashes_that_run_and_the_pool_continues(world) -> No
     assert "command" in message
     assert jobs_of(kube, bad) == []
     assert len(jobs_of(kube, good)) == 1
-    assert client.state_of(good) == ("PENDING", "Submitting")
+    assert client.state_of(good) == ("PENDING", "Pending")
     assert rt.submitting == set()
 
 
@@ -269,8 +324,8 @@ async def test_pid_patch_failure_keeps_the_job(world) -> None:
     assert rt.table.get(run_id) is not None  # the sweep adopts it later
 
 
-async def test_cancelling_seen_at_submitting_creates_no_job(world) -> None:
-    rt, client, kube = world
+async def test_cancelling_seen_at_submitting_creates_no_job() -> None:
+    rt, client, kube = make_runtime(spec={**API, "worker": {"submittingState": True}})
     run_id = client.add_run(deployment_id=client.add_deployment())
 
     def user_cancels(rid: str, type_: str, name: str | None) -> None:

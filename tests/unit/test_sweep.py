@@ -379,9 +379,8 @@ async def test_crash_that_failed_to_reach_prefect_is_retried_by_the_periodic_loo
 async def test_resubmission_adopts_a_job_the_table_missed() -> None:
     """Replica 1 creates the Job and dies before recording the pid (its PATCH fails). Replica 2
     starts with an empty table (its list of existing Jobs failed, or the watch event arrived
-    before the pool was registered). After the grace period the run is still PENDING
-    "Submitting" with no pid: resubmitting must adopt the existing Job, not start a second
-    copy of the flow."""
+    before the pool was registered). After the grace period the run is still Pending with no
+    pid: resubmitting must adopt the existing Job, not start a second copy of the flow."""
     kube = FakeKube()
     rt1, client, _ = make_runtime(kube=kube)
     run_id = client.add_run(deployment_id=client.add_deployment())
@@ -389,7 +388,9 @@ async def test_resubmission_adopts_a_job_the_table_missed() -> None:
     async with anyio.create_task_group() as tg:
         await poll_once(rt1, tg, anyio.CapacityLimiter(4))
     [job] = kube.jobs.values()
-    assert client.state_of(run_id) == ("PENDING", "Submitting")
+    assert client.state_of(run_id) == ("PENDING", "Pending")
+    rec1 = rt1.table.get(run_id)
+    assert rec1 is not None and not rec1.pid_queued and not rec1.pid_recorded
     del client.fail["set_infrastructure_pid"]
 
     rt2, _, _ = make_runtime(kube=kube, client=client)
@@ -400,3 +401,59 @@ async def test_resubmission_adopts_a_job_the_table_missed() -> None:
     names = [j["metadata"]["name"] for j in kube.jobs.values()]
     assert names == [job["metadata"]["name"]], "the flow run must not get a second Job"
     assert client.runs[run_id]["infrastructure_pid"] == f"default:{job['metadata']['name']}"
+
+
+async def test_failed_pid_followup_is_adopted_by_the_same_replicas_sweep() -> None:
+    """The follow-up lane's pid PATCH fails: the record stops claiming the write, so the next
+    recovery sweep of the same replica writes it (once)."""
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(deployment_id=client.add_deployment())
+    client.fail["set_infrastructure_pid"] = APIUnreachable(None, "Prefect API unreachable")
+    async with anyio.create_task_group() as tg:
+        await poll_once(rt, tg, anyio.CapacityLimiter(4))
+    del client.fail["set_infrastructure_pid"]
+    [job] = kube.jobs.values()
+
+    await sweep_pending(rt)
+    await sweep_pending(rt)
+
+    assert client.runs[run_id]["infrastructure_pid"] == f"default:{job['metadata']['name']}"
+    assert client.calls["set_infrastructure_pid"] == 2  # the failed one, then one adoption
+    assert len(kube.jobs) == 1
+
+
+async def test_queued_pid_is_not_written_twice_by_the_sweep() -> None:
+    rt, client, _ = make_runtime()
+    run_id = client.add_run(deployment_id=client.add_deployment())
+    job = job_json(run_id, name="queued-job")
+    rt.table.observe_job("ADDED", job)
+    rec = rt.table.get(run_id)
+    assert rec is not None
+    rec.pid_queued = True
+    client.set_state(run_id, "PENDING", "Pending")
+
+    await sweep_pending(rt)
+
+    assert client.calls["set_infrastructure_pid"] == 0
+
+
+def test_recovery_sweep_runs_first_then_by_interval_and_yields_to_a_backlog() -> None:
+    from prefect_job_operator.dispatch.worker import (
+        MAX_DEFERRED_RECOVERY_SWEEPS,
+        recovery_sweep_due,
+    )
+
+    rt, _, _ = make_runtime(spec={"worker": {"submitConcurrency": 2}})
+    every = rt.settings.recovery_sweep_interval_seconds
+    assert recovery_sweep_due(rt, 1000.0)  # the first tick of a term
+    assert not recovery_sweep_due(rt, 1000.0 + every / 2)
+    assert recovery_sweep_due(rt, 1000.0 + every)
+
+    rt.submitting.update({"a", "b"})  # a backlog: as many runs waiting as there are slots
+    t = 1000.0 + 2 * every
+    deferred = [recovery_sweep_due(rt, t + i) for i in range(MAX_DEFERRED_RECOVERY_SWEEPS)]
+    assert deferred == [False] * MAX_DEFERRED_RECOVERY_SWEEPS
+    assert recovery_sweep_due(rt, t + MAX_DEFERRED_RECOVERY_SWEEPS)  # never starved for good
+
+    rt.last_recovery_sweep = None  # a new leadership term recovers at once, backlog or not
+    assert recovery_sweep_due(rt, t + 100)

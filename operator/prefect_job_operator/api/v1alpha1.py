@@ -271,12 +271,13 @@ class WorkerSpec(_Spec):
     run_labels: bool = Field(
         True,
         description="Add the worker's labels to each flow run (best-effort, like the upstream "
-        "worker).",
+        "worker). Written after the Job exists, off the dispatch path.",
     )
     submitting_state: bool = Field(
-        True,
-        description="Propose the Pending 'Submitting' state before creating the Job, like the "
-        "upstream worker.",
+        False,
+        description="Propose the Pending 'Submitting' state before creating the Job, as the "
+        "upstream worker does. Display only, and one more orchestrated state write per run "
+        "(the Prefect server's most expensive call), so off by default.",
     )
     emit_events: bool = Field(
         True, description="Emit Prefect events (worker started, flow run submitted, ...)."

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import anyio
+
 from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
 from prefect_job_operator.dispatch.telemetry import Telemetry
 from prefect_job_operator.kube.client import Kube
@@ -75,10 +77,18 @@ class PoolRuntime:
     seeded: bool = False
     telemetry: Telemetry | None = None
     events: EventSink | None = None
+    followup_limiter: anyio.CapacityLimiter = field(init=False)
+    """Bounds the pid/labels writes that trail the Job creates: half the submission slots,
+    so bookkeeping keeps up without taking the server from the claims of a burst."""
+    last_recovery_sweep: float | None = None
+    recovery_sweeps_deferred: int = 0
 
     def __post_init__(self) -> None:
         self.writer.on_outcome = self.record_outcome
         self.table.infra_pending_after = self.settings.infrastructure_pending_after_seconds
+        self.followup_limiter = anyio.CapacityLimiter(
+            max(2, self.spec.worker.submit_concurrency // 2)
+        )
 
     def record_outcome(self, kind: str, reason: str) -> None:
         """Counters for the CR status and metrics, from the one place states are written."""

@@ -1,8 +1,10 @@
 """Poll for due flow runs and turn each into exactly one Kubernetes Job.
 
-Per run, the Prefect calls are: propose Pending (the claim), optionally the worker labels
-and "Submitting" (concurrently), and the infrastructure_pid PATCH. Deployments and flows
-are read once per poll, not once per run: the Prefect server's CPU bounds dispatch.
+Per run, the dispatch path makes one Prefect call: propose Pending (the claim), plus
+"Submitting" when a pool opts in. The infrastructure_pid and worker labels are bookkeeping:
+they are written in a follow-up lane after the Job exists, so a burst's submission slots
+wait only on the claim and the Job create. Deployments and flows are read once per poll, not
+once per run: the Prefect server's CPU bounds dispatch.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +57,15 @@ def _now() -> datetime:
 
 class SubmissionError(Exception):
     """A run could not be turned into a Job; the message becomes its Crashed message."""
+
+
+@dataclass(frozen=True)
+class Followup:
+    """What is left to write once a run's Job exists: its pid and, optionally, worker labels."""
+
+    flow_run_id: str
+    pid: str
+    labels: dict[str, str] | None = None
 
 
 async def poll_once(
@@ -152,14 +164,47 @@ async def _submit_guarded(
 ) -> None:
     """Never lets one run's failure escape into the pool's task group."""
     run_id = str(run.id)
+    followup = None
     try:
         async with limiter:
-            await submit_run(rt, run, deployment, flow, deployment_gone=deployment_gone)
+            followup = await submit_run(rt, run, deployment, flow, deployment_gone=deployment_gone)
     except Exception:
         log.exception("Unexpected error submitting flow run %s", run_id)
     finally:
         rt.submitting.discard(run_id)
         rt.cancel_requested.discard(run_id)
+    if followup is not None:
+        # The submission slot is free again: the next claim does not wait for bookkeeping.
+        async with rt.followup_limiter:
+            await write_followup(rt, followup)
+
+
+async def write_followup(rt: PoolRuntime, followup: Followup) -> None:
+    """The pid PATCH and the labels PATCH, concurrently. Never raises.
+
+    A pid that cannot be written is left to the recovery sweep, which adopts the Job.
+    """
+    run_id = followup.flow_run_id
+
+    async def pid() -> None:
+        rec = rt.table.get(run_id)
+        try:
+            await rt.writer.record_pid(run_id, followup.pid)
+        except PrefectAPIError as exc:
+            log.warning("Recording the pid of %s failed (the sweep retries): %s", run_id, exc)
+            if rec is not None:
+                rec.pid_queued = False
+            return
+        if rec is not None:
+            rec.pid_recorded, rec.pid_queued = True, False
+
+    try:
+        if followup.labels is None:
+            await pid()
+        else:
+            await asyncio.gather(pid(), rt.writer.labels(run_id, followup.labels))
+    except Exception:
+        log.exception("Unexpected error recording flow run %s", run_id)
 
 
 async def submit_run(
@@ -169,8 +214,8 @@ async def submit_run(
     flow: dict[str, Any] | None,
     *,
     deployment_gone: bool = False,
-) -> None:
-    """Claim one run and launch its Job."""
+) -> Followup | None:
+    """Claim one run and launch its Job; returns the bookkeeping left to write."""
     run_id = str(run.id)
     if run.deployment_id and deployment is None and not deployment_gone:
         try:  # the poll's read failed transiently; try once more for this run
@@ -181,15 +226,15 @@ async def submit_run(
         await rt.writer.cancelled(
             run_id, f"Deployment {run.deployment_id} no longer exists, cancelled run."
         )
-        return
+        return None
     started = time.monotonic()
     claim = await rt.writer.claim(run_id)
     if not claim.won:
         rt.metrics.runs_claim_lost.inc(rt.key, claim.state_name or claim.state_type or "unknown")
         log.debug("Flow run %s not claimed: %s %s", run_id, claim.state_name, claim.reason)
-        return
+        return None
     rt.counters.submitted += 1
-    await launch(rt, run, deployment, flow, claim_id=claim.claim_id, claimed_at=started)
+    return await launch(rt, run, deployment, flow, claim_id=claim.claim_id, claimed_at=started)
 
 
 async def launch(
@@ -201,21 +246,22 @@ async def launch(
     claim_id: str | None,
     claimed_at: float | None = None,
     resubmission: bool = False,
-) -> None:
-    """Render, create the Job and record the pid; a failure marks the run Crashed."""
+) -> Followup | None:
+    """Render and create the Job; a failure marks the run Crashed.
+
+    Returns the pid (and labels) to record, for the caller to write off the dispatch path.
+    """
     run_id = str(run.id)
     started = claimed_at or time.monotonic()
     stage = "render"
     try:
         rendered = await render_for_run(rt, run, deployment, flow, claim_id)
         stage = "prefect"
-        if not resubmission:
-            cancelled = await _label_and_mark_submitting(rt, run, deployment, flow)
-            if cancelled:
-                return
+        if not resubmission and await _mark_submitting(rt, run_id):
+            return None
         if run_id in rt.cancel_requested:
             await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
-            return
+            return None
         stage = "kubernetes"
         job = await create_job_idempotent(rt, rendered)
     except (RenderError, SubmissionError, KubeError, PrefectAPIError) as exc:
@@ -228,19 +274,14 @@ async def launch(
         except PrefectAPIError as exc2:
             log.error("Could not mark flow run %s Crashed: %s", run_id, exc2)
         await rt.event_k8s("Warning", "SubmissionFailed", f"Flow run {run.name} ({run_id}): {exc}")
-        return
+        return None
     pid = f"{rendered.namespace}:{job['metadata']['name']}"
     # The table learns the Job now, not when the watch event arrives, so a poll in between
     # cannot dispatch the run twice and the limit counts it at once.
     rt.table.observe_job("ADDED", job)
-    try:
-        await rt.writer.record_pid(run_id, pid)
-        rec = rt.table.get(run_id)
-        if rec is not None:
-            rec.pid_recorded = True  # the sweep's (older) snapshot must not PATCH it again
-    except PrefectAPIError as exc:
-        # the sweep adopts the Job later and retries the pid
-        log.warning("Recording infrastructure_pid of %s failed (sweep will retry): %s", run_id, exc)
+    rec = rt.table.get(run_id)
+    if rec is not None:
+        rec.pid_queued = True  # the sweep's (older) snapshot must not PATCH it too
     rt.metrics.runs_dispatched.inc(rt.key)
     rt.metrics.submit_duration.observe(time.monotonic() - started, rt.key)
     due = run.next_scheduled_start_time or run.expected_start_time
@@ -258,52 +299,31 @@ async def launch(
             "prefect.worker.executed-flow-run",
             related=rt.telemetry.run_related(run.raw, deployment, flow, pid=pid, status_code=0),
         )
+    labels = None
+    if rt.spec.worker.run_labels and not resubmission:
+        labels = {
+            "prefect.worker.name": rt.worker_name,
+            "prefect.worker.type": "kubernetes",
+            "prefect.work-pool.name": rt.pool_name,
+            "prefect.work-pool.id": rt.pool_id or "",
+        }
+    return Followup(run_id, pid, labels)
 
 
-async def _label_and_mark_submitting(
-    rt: PoolRuntime, run: FlowRun, deployment: dict[str, Any] | None, flow: dict[str, Any] | None
-) -> bool:
-    """Worker labels and "Submitting", concurrently and best-effort.
+async def _mark_submitting(rt: PoolRuntime, run_id: str) -> bool:
+    """Pending "Submitting" when the pool opts in (best-effort, display only).
 
     Returns True when the run turned out to be cancelling/cancelled meanwhile (upstream would
     still create the Job; we do not).
     """
-    run_id = str(run.id)
-    calls: list[Coroutine[Any, Any, str | None]] = []
-    if rt.spec.worker.run_labels:
-        calls.append(
-            _none(
-                rt.writer.labels(
-                    run_id,
-                    {
-                        "prefect.worker.name": rt.worker_name,
-                        "prefect.worker.type": "kubernetes",
-                        "prefect.work-pool.name": rt.pool_name,
-                        "prefect.work-pool.id": rt.pool_id or "",
-                    },
-                )
-            )
-        )
-    submitting_index = None
-    if rt.spec.worker.submitting_state:
-        submitting_index = len(calls)
-        calls.append(rt.writer.submitting(run_id))
-    if not calls:
+    if not rt.spec.worker.submitting_state:
         return False
-    results = await asyncio.gather(*calls)
-    if submitting_index is None:
-        return False
-    state_type = results[submitting_index]
+    state_type = await rt.writer.submitting(run_id)
     if state_type in ("CANCELLING", "CANCELLED"):
         if state_type == "CANCELLING":
             await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
         return True
     return False
-
-
-async def _none(aw: Awaitable[None]) -> str | None:
-    await aw
-    return None
 
 
 async def render_for_run(

@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
 from prefect_job_operator.dispatch.runtime import PoolRuntime
-from prefect_job_operator.dispatch.submit import launch
+from prefect_job_operator.dispatch.submit import launch, write_followup
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.errors import DeploymentNotFound, PrefectAPIError
 from prefect_job_operator.prefect_api.models import FlowRun
@@ -176,7 +176,7 @@ async def sweep_pending(rt: PoolRuntime) -> None:
             continue
         rec = rt.table.get(run_id)
         if rec is not None and not rec.deleted:
-            if run.infrastructure_pid != rec.pid and not rec.pid_recorded:
+            if run.infrastructure_pid != rec.pid and not (rec.pid_recorded or rec.pid_queued):
                 await rt.writer.record_pid(run_id, rec.pid)
                 rec.pid_recorded = True
                 log.info("Adopted Job %s of flow run %s", rec.pid, run_id)
@@ -227,7 +227,9 @@ async def _resubmit(rt: PoolRuntime, run: FlowRun) -> None:
         claim_id = str(run.state.id) if run.state and run.state.id else None
         log.info("Resubmitting flow run %s, left Pending without a Job", run_id)
         await rt.event_k8s("Normal", "FlowRunResubmitted", f"Flow run {run.name} had no Job")
-        await launch(rt, run, deployment, flow, claim_id=claim_id, resubmission=True)
+        followup = await launch(rt, run, deployment, flow, claim_id=claim_id, resubmission=True)
+        if followup is not None:
+            await write_followup(rt, followup)
     finally:
         rt.submitting.discard(run_id)
 

@@ -222,14 +222,38 @@ async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.Capacit
         )
 
 
+MAX_DEFERRED_RECOVERY_SWEEPS = 10
+
+
+def recovery_sweep_due(rt: PoolRuntime, now: float) -> bool:
+    """Whether the (expensive) Pending/Running listings should run on this sweep tick.
+
+    The first tick of a leadership term always runs them (that is what recovers a crash).
+    After that they run every ``recovery_sweep_interval_seconds``, but not while a backlog of
+    due runs waits for a submission slot: those listings would compete with the claims for
+    the server, and a run being dispatched now is not an orphan. A sustained backlog defers
+    them at most ``MAX_DEFERRED_RECOVERY_SWEEPS`` times in a row.
+    """
+    last = rt.last_recovery_sweep
+    if last is not None and now - last < rt.settings.recovery_sweep_interval_seconds:
+        return False
+    backlog = len(rt.submitting) >= rt.spec.worker.submit_concurrency
+    if last is not None and backlog and rt.recovery_sweeps_deferred < MAX_DEFERRED_RECOVERY_SWEEPS:
+        rt.recovery_sweeps_deferred += 1
+        return False
+    rt.last_recovery_sweep, rt.recovery_sweeps_deferred = now, 0
+    return True
+
+
 async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
     if rt.health.pool_synced is not True or not rt.seeded:
         return
     tick[0] += 1
     try:
         await sweep.sweep_cancelling(rt)
-        await sweep.sweep_pending(rt)
-        await sweep.sweep_running(rt)
+        if recovery_sweep_due(rt, time.monotonic()):
+            await sweep.sweep_pending(rt)
+            await sweep.sweep_running(rt)
         if tick[0] % 6 == 1:
             await sweep.sweep_final_with_jobs(rt)
             rt.table.forget_finished(_now())
@@ -262,6 +286,7 @@ async def lead(
     rt.telemetry = Telemetry(rt.client, worker_name=rt.worker_name, pool=rt.pool)
     rt.telemetry.enabled = w.emit_events
     limiter = anyio.CapacityLimiter(w.submit_concurrency)
+    rt.last_recovery_sweep = None  # a new term starts with a recovery sweep
     await _sync_and_heartbeat(rt, registry_hook)
     rt.telemetry.pool = rt.pool
     started_event = rt.telemetry.event("prefect.worker.started")

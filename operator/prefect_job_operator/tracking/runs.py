@@ -58,6 +58,8 @@ class RunRecord:
     infra_pending_reported: bool = False
     outcome_reported: bool = False
     pid_recorded: bool = False
+    pid_queued: bool = False
+    """The pid PATCH is waiting in the follow-up lane: the sweep must not write it too."""
 
     @property
     def pid(self) -> str:
