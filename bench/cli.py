@@ -36,6 +36,9 @@ class Plan:
     crash_modes: list[str] = field(default_factory=lambda: ["running", "pending"])
     ceiling_jobs: int = 500
     ceiling_claims: int = 500
+    """Runs of the Prefect ceiling and of the worker ceiling (each its own pool)."""
+    worker_ceiling_concurrency: int = 8
+    """The worker ceiling's concurrency: our submitConcurrency unless given."""
     subjects: list[str] = field(default_factory=lambda: ["ours", "upstream"])
     lean: bool = True
     poll_seconds: int = 2
@@ -64,6 +67,11 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument("--no-ceilings", action="store_true")
     p.add_argument("--poll-seconds", type=int, default=2)
     p.add_argument("--submit-concurrency", type=int, default=8)
+    p.add_argument(
+        "--worker-ceiling-concurrency",
+        type=int,
+        help="concurrency of the worker ceiling loop (default: --submit-concurrency)",
+    )
     p.add_argument("--workdir", type=Path, help="default: a fresh temporary directory")
     p.add_argument("--docs", type=Path, default=DOCS, help="markdown to update ('-' = none)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
@@ -107,6 +115,7 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
         plan.shared = True
     plan.poll_seconds = args.poll_seconds
     plan.submit_concurrency = args.submit_concurrency
+    plan.worker_ceiling_concurrency = args.worker_ceiling_concurrency or args.submit_concurrency
     plan.sqlite = args.sqlite
     return plan, args
 
@@ -177,6 +186,10 @@ async def run(plan: Plan, w: World) -> dict[str, Any]:
     if plan.ceiling_claims:
         results["ceilings"]["prefect_claims"] = await _guard(
             "prefect ceiling", scenarios.prefect_ceiling(w, plan.ceiling_claims)
+        )
+        results["ceilings"]["worker_claim_and_job"] = await _guard(
+            "worker ceiling",
+            scenarios.worker_ceiling(w, plan.ceiling_claims, plan.worker_ceiling_concurrency),
         )
     ours_profile = Profile(
         "default", poll_seconds=plan.poll_seconds, submit_concurrency=plan.submit_concurrency

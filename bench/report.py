@@ -56,6 +56,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
     prefect_ceiling = _get(results, "ceilings", "prefect_claims", "per_second")
     ceilings = [c for c in (kube_ceiling, prefect_ceiling) if c]
     slower = min(ceilings) if ceilings else None
+    worker_ceiling = _get(results, "ceilings", "worker_claim_and_job", "per_second")
     for n in plan["sizes"]:
         o, u = _burst(results, "ours", n), _burst(results, "upstream", n)
         ours_rate, up_rate = _get(o, "runs_per_second"), _get(u, "runs_per_second")
@@ -71,10 +72,31 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row(label, ours_rate, up_rate, slower, ">=3x up; >=80% ceil", met))
         out.append(
             Row(
+                f"burst {n}: runs/s / worker ceiling",
+                _share(ours_rate, worker_ceiling),
+                _share(up_rate, worker_ceiling),
+            )
+        )
+        out.append(
+            Row(
                 f"burst {n}: s until all Jobs",
                 _get(o, "seconds_to_all_jobs"),
                 _get(u, "seconds_to_all_jobs"),
             )
+        )
+        out.append(
+            Row(
+                f"burst {n}: runs/s to pid",
+                _get(o, "runs_per_second_to_pid"),
+                _get(u, "runs_per_second_to_pid"),
+            )
+        )
+        label = f"burst {n}: s until all pids"
+        for who, b in (("ours", o), ("upstream", u)):
+            if b is not None and "pids_recorded" in b and b.get("seconds_to_all_pids") is None:
+                label += f" ({who}: {b['pids_recorded']}/{n} pids)"
+        out.append(
+            Row(label, _get(o, "seconds_to_all_pids_server"), _get(u, "seconds_to_all_pids_server"))
         )
     rss_n = 1000 if 1000 in plan["sizes"] else max(plan["sizes"])
     o, u = _burst(results, "ours", rss_n), _burst(results, "upstream", rss_n)
@@ -184,6 +206,10 @@ def rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _share(rate: float | None, ceiling: float | None) -> float | None:
+    return rate / ceiling if rate is not None and ceiling else None
+
+
 def _yes(ok: bool) -> str:
     return "yes" if ok else "NO"
 
@@ -254,6 +280,7 @@ def generated_section(results: dict[str, Any]) -> str:
     big = max(plan["sizes"])
     ceil = results.get("ceilings", {})
     kc, pc = ceil.get("kubernetes_jobs") or {}, ceil.get("prefect_claims") or {}
+    wc = ceil.get("worker_claim_and_job") or {}
     errors = [
         f"- {subject}: {item['error']}"
         for subject, data in results["subjects"].items()
@@ -276,7 +303,18 @@ def generated_section(results: dict[str, Any]) -> str:
         f"{_fmt(kc.get('per_second'))}/s (concurrency {kc.get('concurrency', '-')}); a bare httpx "
         f"loop claimed {pc.get('n', '-')} runs (Pending + `infrastructure_pid`) at "
         f"{_fmt(pc.get('per_second'))}/s (concurrency {pc.get('concurrency', '-')}, through the "
-        "counting proxy). The ceiling column is the slower of the two.",
+        f"counting proxy); and a bare worker loop did both for {wc.get('n', '-')} runs (Pending, "
+        "then the Job, then `infrastructure_pid`, the minimal work of any Job-creating worker on "
+        f"this machine) at {_fmt(wc.get('per_second'))}/s (concurrency "
+        f"{wc.get('concurrency', '-')}). The ceiling column is the slower of the first two; the "
+        "rows `runs/s / worker ceiling` give each worker's burst rate as a share of the third.",
+        "",
+        "Pids: `s until all pids` runs from t0 until every run's `infrastructure_pid` was "
+        "recorded in Prefect (`runs/s to pid` = pids ÷ that time). The harness reads the runs "
+        "directly (not counted) twice a second once the burst's cost window is over "
+        f"({_fmt(plan.get('tail_seconds'))} s after the last Job); a run's time is the earlier "
+        "of the read that first showed its pid and the run's `updated` timestamp on the server "
+        "(its last write: the pid, or the worker labels written beside it).",
         "",
         f"Prefect calls per run by route, burst {big} (poll and heartbeat calls amortised):",
         "",

@@ -4,7 +4,8 @@
   resumed at t0); time until every run has a Job, plus the cost figures of that window.
 - steady: runs created due-now at a fixed rate; latency from scheduled time to the Job.
 - crash: pods that fail 1 s after Running; latency from the failed pod to Crashed in Prefect.
-- ceilings: bare loops creating Jobs, and claiming runs (Pending + infrastructure_pid).
+- ceilings: bare loops creating Jobs; claiming runs (Pending + infrastructure_pid); and
+  both, the minimal work of any Job-creating worker (Pending, Job, infrastructure_pid).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,11 @@ TAIL_SECONDS = 10.0
 """A burst's cost window runs until this long after the last Job (pods start meanwhile)."""
 BURST_LIMIT_SECONDS = 300.0
 """A burst that takes longer is cut off; its rate is then measured over the Jobs seen."""
+PID_LIMIT_SECONDS = 120.0
+"""After a burst's window, how long (from its last Job) to wait for every infrastructure_pid."""
+PID_POLL_SECONDS = 0.5
+FILTER_CHUNK = 200
+"""Run ids per ``POST /flow_runs/filter`` (the server's default page limit)."""
 HANG = {"pjo.test/outcome": "hang"}
 FAIL = {"pjo.test/outcome": "fail", "pjo.test/after": "1s", "pjo.test/exit-code": "1"}
 
@@ -95,6 +101,16 @@ async def create_runs(
 
     await asyncio.gather(*(one() for _ in range(n)))
     return ids
+
+
+async def read_runs(http: httpx.AsyncClient, run_ids: list[str]) -> list[dict[str, Any]]:
+    """The flow runs with these ids, ``FILTER_CHUNK`` per ``POST /flow_runs/filter``."""
+    runs: list[dict[str, Any]] = []
+    for i in range(0, len(run_ids), FILTER_CHUNK):
+        chunk = run_ids[i : i + FILTER_CHUNK]
+        body = {"flow_runs": {"id": {"any_": chunk}}, "limit": FILTER_CHUNK}
+        runs += await ps.call(http, "POST", "/flow_runs/filter", body)
+    return runs
 
 
 async def _wait(what: str, done: Callable[[], bool], limit: float, interval: float = 0.1) -> bool:
@@ -206,12 +222,65 @@ async def burst(sc: Session, n: int, tail_seconds: float = TAIL_SECONDS) -> dict
             "subject_mean_seconds": timings,
             "load_average": os.getloadavg()[0],
         }
+        log(
+            f"{subject.label} burst {n}: {len(seen)}/{n} Jobs in {elapsed:.1f}s "
+            f"({result['runs_per_second'] or 0:.1f} runs/s), "
+            f"{result['prefect_calls_per_run']:.1f} Prefect calls/run, "
+            f"RSS {result['rss_active_mib']:.0f} MiB"
+        )
+        # Only now, after every figure of the window above: the harness's polls go to the
+        # server directly (not counted), but they would still load it during the window.
+        result.update(
+            await _pids(http, run_ids, t0, t_last + PID_LIMIT_SECONDS if complete else 0.0)
+        )
+    pid_seconds = result["seconds_to_all_pids"]
     log(
-        f"{subject.label} burst {n}: {len(seen)}/{n} Jobs in {elapsed:.1f}s "
-        f"({result['runs_per_second'] or 0:.1f} runs/s), {result['prefect_calls_per_run']:.1f} "
-        f"Prefect calls/run, RSS {result['rss_active_mib']:.0f} MiB"
+        f"{subject.label} burst {n}: {result['pids_recorded']}/{n} pids, all by "
+        + (f"{pid_seconds:.1f}s" if pid_seconds is not None else "- (not all recorded)")
+        + f" (first poll at {result['pid_first_poll_seconds']:.1f}s)"
     )
     return result
+
+
+async def _pids(
+    http: httpx.AsyncClient, run_ids: list[str], t0: float, deadline: float
+) -> dict[str, Any]:
+    """When each run's ``infrastructure_pid`` is first seen in Prefect, polling every
+    ``PID_POLL_SECONDS`` until all are in or ``deadline`` (wall clock; at least one poll).
+
+    Polling starts only after the burst's window, so a pid already recorded by then is
+    stamped with the first poll (sent at ``pid_first_poll_seconds``): ``seconds_to_all_pids``
+    is exact to a poll only when ``pid_polls`` > 1, an upper bound otherwise.
+    ``seconds_to_all_pids_server`` is a tighter bound from the server's side: per run, the
+    earlier of the poll and the run's ``updated`` timestamp (its last write: the pid PATCH,
+    unless something wrote to the run after it).
+    """
+    pid_seen: dict[str, float] = {}
+    bound: dict[str, float] = {}
+    polls: list[float] = []
+    while True:
+        polls.append(time.time())
+        missing = [r for r in run_ids if r not in pid_seen]
+        for run in await read_runs(http, missing):
+            if run.get("infrastructure_pid"):
+                run_id, now = str(run["id"]), time.time()
+                pid_seen[run_id] = now
+                updated = _ts(run["updated"]) if run.get("updated") else now
+                bound[run_id] = min(now, updated)
+        if len(pid_seen) == len(run_ids) or time.time() + PID_POLL_SECONDS > deadline:
+            break
+        await asyncio.sleep(PID_POLL_SECONDS)
+    every = len(pid_seen) == len(run_ids)
+    last = (max(pid_seen.values()) - t0) if pid_seen else None
+    server = (max(bound.values()) - t0) if bound else None
+    return {
+        "pids_recorded": len(pid_seen),
+        "seconds_to_all_pids": last if every else None,
+        "seconds_to_all_pids_server": server if every else None,
+        "pid_first_poll_seconds": polls[0] - t0,
+        "pid_polls": len(polls),
+        "runs_per_second_to_pid": (len(pid_seen) / server) if server else None,
+    }
 
 
 async def _at_rate(
@@ -290,8 +359,7 @@ async def crash(sc: Session, count: int, mode: str, rate: float = 2.0) -> dict[s
         crashed: dict[str, dict[str, Any]] = {}
 
         async def poll_states() -> bool:
-            body = {"flow_runs": {"id": {"any_": runs}}, "limit": 200}
-            for run in await ps.call(http, "POST", "/flow_runs/filter", body):
+            for run in await read_runs(http, runs):
                 if run["state"]["type"] == "CRASHED":
                     crashed[str(run["id"])] = run["state"]
             return len(crashed) >= len(runs)
@@ -356,64 +424,122 @@ CEILING_JOB: dict[str, Any] = {
 }
 
 
-async def kube_ceiling(world: World, n: int, concurrency: int = 8) -> dict[str, Any]:
-    """Jobs/s a bare kubernetes_asyncio loop gets from this apiserver."""
+@contextlib.asynccontextmanager
+async def _batch_api(world: World) -> AsyncIterator[Any]:
+    """A kubernetes_asyncio BatchV1Api as the admin (not audited, not a subject)."""
     from kubernetes_asyncio import client, config
 
-    ns = f"ceiling-k8s-{_short()}"
-    create_namespace(world.cluster, ns)
     cfg = client.Configuration()
     await config.load_kube_config(
         config_file=str(world.cluster.kubeconfig), client_configuration=cfg
     )
     async with client.ApiClient(cfg) as api:
         api.user_agent = "pjo-bench-ceiling"
-        batch = client.BatchV1Api(api)
+        yield client.BatchV1Api(api)
+
+
+def _ceiling_job(name: str, run_id: str) -> dict[str, Any]:
+    return {**CEILING_JOB, "metadata": {"name": name, "labels": {FLOW_RUN_LABEL: run_id}}}
+
+
+async def _ceiling_runs(
+    world: World, pool: str, ns: str, n: int, annotations: dict[str, str]
+) -> list[str]:
+    """A fresh pool with ``n`` Scheduled runs, created directly (not through the proxy)."""
+    async with ps.setup_client(world.server.api_url) as http:
+        await ps.create_work_pool(http, pool)
+        dep = await _deployment(http, pool, ns, annotations)
+        return await create_runs(http, dep, n, _create_concurrency(world))
+
+
+async def _propose_pending(http: httpx.AsyncClient, run_id: str) -> None:
+    result = await ps.set_state(http, run_id, "PENDING", "Pending")
+    assert result["status"] == "ACCEPT", result
+
+
+async def _record_pid(http: httpx.AsyncClient, run_id: str, pid: str) -> None:
+    await ps.call(http, "PATCH", f"/flow_runs/{run_id}", {"infrastructure_pid": pid})
+
+
+def _rate(n: int, concurrency: int, elapsed: float) -> dict[str, Any]:
+    return {"n": n, "concurrency": concurrency, "seconds": elapsed, "per_second": n / elapsed}
+
+
+async def kube_ceiling(world: World, n: int, concurrency: int = 8) -> dict[str, Any]:
+    """Jobs/s a bare kubernetes_asyncio loop gets from this apiserver."""
+    ns = f"ceiling-k8s-{_short()}"
+    create_namespace(world.cluster, ns)
+    async with _batch_api(world) as batch:
         sem = asyncio.Semaphore(concurrency)
 
         async def one(i: int) -> None:
-            body = {
-                **CEILING_JOB,
-                "metadata": {"name": f"ceiling-{i}", "labels": {FLOW_RUN_LABEL: f"c{i}"}},
-            }
             async with sem:
-                await batch.create_namespaced_job(ns, body)
+                await batch.create_namespaced_job(ns, _ceiling_job(f"ceiling-{i}", f"c{i}"))
 
         t0 = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(n)))
         elapsed = time.monotonic() - t0
-    result = {"n": n, "concurrency": concurrency, "seconds": elapsed, "per_second": n / elapsed}
     log(f"ceiling kubernetes: {n} Jobs in {elapsed:.1f}s ({n / elapsed:.1f}/s)")
-    return result
+    return _rate(n, concurrency, elapsed)
 
 
 async def prefect_ceiling(world: World, n: int, concurrency: int = 4) -> dict[str, Any]:
     """Runs/s of the minimal claim (Pending, then infrastructure_pid), through the proxy."""
-    pool = f"bench-ceiling-{_short()}"
-    async with ps.setup_client(world.server.api_url) as http:
-        await ps.create_work_pool(http, pool)
-        dep = await _deployment(http, pool, "ceiling", {})
-        run_ids = await create_runs(http, dep, n, _create_concurrency(world))
+    run_ids = await _ceiling_runs(world, f"bench-ceiling-{_short()}", "ceiling", n, {})
     sem = asyncio.Semaphore(concurrency)
     async with ps.setup_client(world.proxy_url) as http:
 
         async def one(run_id: str) -> None:
             async with sem:
-                result = await ps.set_state(http, run_id, "PENDING", "Pending")
-                assert result["status"] == "ACCEPT", result
-                await ps.call(
-                    http,
-                    "PATCH",
-                    f"/flow_runs/{run_id}",
-                    {"infrastructure_pid": f"ceiling:{run_id}"},
-                )
+                await _propose_pending(http, run_id)
+                await _record_pid(http, run_id, f"ceiling:{run_id}")
 
         t0 = time.monotonic()
         await asyncio.gather(*(one(r) for r in run_ids))
         elapsed = time.monotonic() - t0
-    result = {"n": n, "concurrency": concurrency, "seconds": elapsed, "per_second": n / elapsed}
     log(f"ceiling prefect: {n} claims in {elapsed:.1f}s ({n / elapsed:.1f}/s)")
-    return result
+    return _rate(n, concurrency, elapsed)
 
 
-__all__ = ["Path", "burst", "crash", "kube_ceiling", "prefect_ceiling", "steady"]
+async def worker_ceiling(world: World, n: int, concurrency: int = 8) -> dict[str, Any]:
+    """Runs/s of the minimal work of any Job-creating worker, on this machine: propose
+    Pending (through the proxy), create the Job, PATCH ``infrastructure_pid`` (proxy).
+
+    No polling, no rendering, no retries: what no worker can beat here, since the Prefect
+    server and the control plane share the machine. Fresh namespace and pool; the Jobs are
+    ``CEILING_JOB`` with the run's label, their pods hang like a burst's.
+    """
+    suffix = _short()
+    ns = f"ceiling-worker-{suffix}"
+    create_namespace(world.cluster, ns)
+    run_ids = await _ceiling_runs(world, f"bench-ceiling-worker-{suffix}", ns, n, HANG)
+    sem = asyncio.Semaphore(concurrency)
+    async with _batch_api(world) as batch, ps.setup_client(world.proxy_url) as http:
+
+        async def one(run_id: str) -> None:
+            name = f"ceiling-{run_id}"
+            async with sem:
+                await _propose_pending(http, run_id)
+                await batch.create_namespaced_job(ns, _ceiling_job(name, run_id))
+                await _record_pid(http, run_id, f"{ns}:{name}")
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(one(r) for r in run_ids))
+        elapsed = time.monotonic() - t0
+    log(
+        f"ceiling worker: {n} runs claimed with a Job in {elapsed:.1f}s "
+        f"({n / elapsed:.1f}/s, concurrency {concurrency})"
+    )
+    return _rate(n, concurrency, elapsed)
+
+
+__all__ = [
+    "Path",
+    "burst",
+    "crash",
+    "kube_ceiling",
+    "prefect_ceiling",
+    "read_runs",
+    "steady",
+    "worker_ceiling",
+]

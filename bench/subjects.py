@@ -33,13 +33,18 @@ PREFETCH_SECONDS = 10
 
 @dataclass(frozen=True)
 class Profile:
-    """Our worker knobs; upstream only shares the poll interval."""
+    """Our worker knobs; upstream only shares the poll interval.
+
+    The defaults of ``run_labels`` and ``submitting_state`` are the operator's own (labels
+    on, the Pending "Submitting" proposal off), so the "default" profile is what a WorkPool
+    gets when it sets neither; the lean profile turns the labels off too.
+    """
 
     name: str
     poll_seconds: int = 2
     submit_concurrency: int = 4
     run_labels: bool = True
-    submitting_state: bool = True
+    submitting_state: bool = False
 
 
 DEFAULT_PROFILE = Profile("default")

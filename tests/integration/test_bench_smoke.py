@@ -43,8 +43,10 @@ def test_quick_bench_produces_numbers_for_both_workers(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-6000:]
     results = json.loads(raw.read_text())
 
-    for name in ("kubernetes_jobs", "prefect_claims"):
+    for name in ("kubernetes_jobs", "prefect_claims", "worker_claim_and_job"):
         assert results["ceilings"][name]["per_second"] > 0, results["ceilings"]
+    worker_ceiling = results["ceilings"]["worker_claim_and_job"]
+    assert worker_ceiling["n"] == 10 and worker_ceiling["concurrency"] == 8, worker_ceiling
     for subject in ("ours", "upstream"):
         data = results["subjects"][subject]
         burst = data["burst"][0]
@@ -55,14 +57,25 @@ def test_quick_bench_produces_numbers_for_both_workers(tmp_path: Path) -> None:
         assert burst["kube_calls_per_run"] > 0
         assert burst["rss_active_mib"] > 0 and burst["cpu_seconds_window"] > 0
         assert sum(burst["watches_active"].values()) > 0, burst
+        assert 0 <= burst["pids_recorded"] <= 10 and burst["pid_polls"] >= 1, burst
+        # Pids are polled only after the window, which ends after the last Job.
+        assert burst["pid_first_poll_seconds"] > burst["seconds_to_all_jobs"], burst
         assert data["steady"]["latency_seconds"]["n"] > 0, data["steady"]
         crash = data["crash"][0]
         assert crash["crashed"] > 0 and crash["latency_seconds"]["n"] > 0, crash
     ours = results["subjects"]["ours"]["burst"][0]
     # The proxy and our own /metrics count the same calls (give or take one in flight).
     assert abs(ours["self_reported_prefect_calls"] - ours["prefect_calls"]) <= 3, ours
+    # Every run of ours gets its infrastructure_pid recorded, after the first poll was sent.
+    assert ours["pids_recorded"] == 10 and ours["seconds_to_all_pids"] is not None, ours
+    assert ours["seconds_to_all_pids"] >= ours["pid_first_poll_seconds"], ours
+    assert ours["seconds_to_all_pids_server"] <= ours["seconds_to_all_pids"], ours
+    assert ours["runs_per_second_to_pid"] > 0, ours
 
     text = docs.read_text()
     assert "old" not in text and "## Caveats" in text and "intro" in text
     assert "| burst 10: runs/s to Job |" in text
+    assert "| burst 10: runs/s / worker ceiling |" in text
+    assert "| burst 10: runs/s to pid |" in text and "burst 10: s until all pids" in text
+    assert "a bare worker loop did both for 10 runs" in text
     assert "burst 10: runs/s to Job" in proc.stdout
