@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -203,12 +203,10 @@ async def run(plan: Plan, w: World) -> dict[str, Any]:
             w, Upstream(w, plan.poll_seconds, logdir), plan, plan.sizes
         )
     if plan.lean:
-        lean = Profile(
-            LEAN_PROFILE.name,
+        lean = replace(
+            LEAN_PROFILE,
             poll_seconds=plan.poll_seconds,
             submit_concurrency=plan.submit_concurrency,
-            run_labels=False,
-            submitting_state=False,
         )
         results["subjects"]["ours-lean"] = await measure_subject(
             w, Ours(w, lean, logdir), plan, [max(plan.sizes)]

@@ -35,9 +35,9 @@ PREFETCH_SECONDS = 10
 class Profile:
     """Our worker knobs; upstream only shares the poll interval.
 
-    The defaults of ``run_labels`` and ``submitting_state`` are the operator's own (labels
-    on, the Pending "Submitting" proposal off), so the "default" profile is what a WorkPool
-    gets when it sets neither; the lean profile turns the labels off too.
+    The defaults are the operator's own (labels on, the Pending "Submitting" proposal off,
+    worker events on), so the "default" profile is what a WorkPool gets when it sets none;
+    the lean profile turns off everything that is only for the Prefect UI.
     """
 
     name: str
@@ -45,10 +45,11 @@ class Profile:
     submit_concurrency: int = 4
     run_labels: bool = True
     submitting_state: bool = False
+    emit_events: bool = True
 
 
 DEFAULT_PROFILE = Profile("default")
-LEAN_PROFILE = Profile("lean", run_labels=False, submitting_state=False)
+LEAN_PROFILE = Profile("lean", run_labels=False, submitting_state=False, emit_events=False)
 
 
 class Subject(Protocol):
@@ -95,6 +96,7 @@ class Ours:
                     "submitConcurrency": p.submit_concurrency,
                     "runLabels": p.run_labels,
                     "submittingState": p.submitting_state,
+                    "emitEvents": p.emit_events,
                 },
             },
         }
