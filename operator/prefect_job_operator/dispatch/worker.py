@@ -226,7 +226,8 @@ MAX_DEFERRED_RECOVERY_SWEEPS = 10
 
 
 def recovery_sweep_due(rt: PoolRuntime, now: float) -> bool:
-    """Whether the (expensive) Pending/Running listings should run on this sweep tick.
+    """Whether the (expensive) Pending/Running listings run on this sweep tick; a yes is
+    recorded as the last recovery sweep, a no under a backlog as one more deferral.
 
     The first tick of a leadership term always runs them (that is what recovers a crash).
     After that they run every ``recovery_sweep_interval_seconds``, but not while a backlog of
