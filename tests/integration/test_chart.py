@@ -421,18 +421,25 @@ def test_install_serves_the_crd_and_keeps_it_on_uninstall(
     wait_for("the WorkPool CRD to be Established", lambda: crd_served(k8s_cluster), 30)
     explain = k8s_cluster.kubectl("explain", "workpool.spec").stdout
     assert "poolName" in explain and "GROUP:      prefect-job-operator.dev" in explain
-    deployment = json.loads(
-        k8s_cluster.kubectl(
-            "get",
-            "deployment",
-            f"{release}-prefect-job-operator",
-            "-n",
-            k8s_namespace,
-            "-o",
-            "json",
-        ).stdout
-    )
-    assert deployment["status"].get("readyReplicas") == 1
+
+    def ready_replicas() -> int | None:
+        deployment = json.loads(
+            k8s_cluster.kubectl(
+                "get",
+                "deployment",
+                f"{release}-prefect-job-operator",
+                "-n",
+                k8s_namespace,
+                "-o",
+                "json",
+            ).stdout
+        )
+        ready: int | None = deployment["status"].get("readyReplicas")
+        return ready
+
+    # `helm --wait` returns once the ReplicaSet is ready; the Deployment's own status is
+    # written by the controller a moment later (a race seen once under load).
+    wait_for("the operator Deployment to report 1 ready replica", lambda: ready_replicas() == 1, 30)
     k8s_cluster.kubectl(
         "apply",
         "-n",
