@@ -230,16 +230,17 @@ def recovery_sweep_due(rt: PoolRuntime, now: float) -> bool:
     recorded as the last recovery sweep, a no under a backlog as one more deferral.
 
     The first tick of a leadership term always runs them (that is what recovers a crash).
-    After that they run every ``recovery_sweep_interval_seconds``, but not while a backlog of
-    due runs waits for a submission slot: those listings would compete with the claims for
-    the server, and a run being dispatched now is not an orphan. A sustained backlog defers
-    them at most ``MAX_DEFERRED_RECOVERY_SWEEPS`` times in a row.
+    After that they run every ``recovery_sweep_interval_seconds``, but not while every
+    submission slot is taken (a burst): those listings would compete with the claims for the
+    server, and a run being dispatched now is not an orphan. A sustained burst defers them at
+    most ``MAX_DEFERRED_RECOVERY_SWEEPS`` times in a row. (Polls, in ``submit.poll_once``,
+    stop later: at twice the slots, so the slots stay fed.)
     """
     last = rt.last_recovery_sweep
     if last is not None and now - last < rt.settings.recovery_sweep_interval_seconds:
         return False
-    backlog = len(rt.submitting) >= rt.spec.worker.submit_concurrency
-    if last is not None and backlog and rt.recovery_sweeps_deferred < MAX_DEFERRED_RECOVERY_SWEEPS:
+    busy = len(rt.submitting) >= rt.spec.worker.submit_concurrency  # every slot taken
+    if last is not None and busy and rt.recovery_sweeps_deferred < MAX_DEFERRED_RECOVERY_SWEEPS:
         rt.recovery_sweeps_deferred += 1
         return False
     rt.last_recovery_sweep, rt.recovery_sweeps_deferred = now, 0
