@@ -14,6 +14,8 @@ def run_operator(*, namespaces: Sequence[str] | None, verbose: bool) -> int:
     """Blocking entry point of `prefect-job-operator run`."""
     settings = OperatorSettings()
     watch = list(namespaces or settings.namespaces)
+    # The namespace rule (api.job_namespaces) must know what is really watched.
+    settings = settings.model_copy(update={"namespaces": watch})
     _configure_logging(settings.log_format, verbose)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(settings, watch))

@@ -7,8 +7,12 @@ variables Prefect users already set (``PREFECT_API_URL``, ``PREFECT_API_KEY``,
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from functools import cached_property
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prefect_job_operator.api.job_namespaces import NamespacePolicy, parse_policy
 
 
 class OperatorSettings(BaseSettings):
@@ -44,6 +48,14 @@ class OperatorSettings(BaseSettings):
         default_factory=list,
         description="Namespaces whose WorkPools, Jobs and Pods this operator watches; empty means "
         "cluster-wide.",
+    )
+    job_namespace_policy: str = Field(
+        "",
+        description="Which other namespaces the Jobs of WorkPools in a namespace may go to "
+        "(a WorkPool's own namespace is always allowed; nothing else by default): "
+        '\'data=data,etl-*;ops=*\' or JSON {"data": ["etl-*"], "ops": ["*"]}. '
+        "Keys and targets are namespaces; '*' matches any characters ('*=*' opens every "
+        "namespace to every WorkPool: single-tenant clusters only).",
     )
     workpool_selector: str | None = Field(
         None,
@@ -87,3 +99,14 @@ class OperatorSettings(BaseSettings):
     )
     status_interval_seconds: float = Field(5.0, gt=0)
     log_format: str = Field("json", pattern="^(json|plain)$")
+
+    @field_validator("job_namespace_policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        parse_policy(value)  # a bad policy stops the operator at startup, with the form
+        return value
+
+    @cached_property
+    def namespace_policy(self) -> NamespacePolicy:
+        """`job_namespace_policy`, parsed."""
+        return parse_policy(self.job_namespace_policy)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from prefect_job_operator.api.job_namespaces import NamespaceScope, namespace_refusal, parse_policy
 from prefect_job_operator.api.v1alpha1 import (
     CONTAINER_MESSAGE,
     RESTART_POLICY_MESSAGE,
@@ -75,13 +76,15 @@ def test_explicit_values_win_over_metadata_defaults() -> None:
     assert spec.worker.poll_interval_seconds == 3
     assert spec.api.api_key_secret_ref is not None
     assert spec.api.api_key_secret_ref.key == "api-key"
-    assert spec.allows_job_namespace("y") and not spec.allows_job_namespace("z")
+    scope = NamespaceScope("ns", tuple(spec.job_namespaces), policy=parse_policy("*=*"))
+    assert namespace_refusal("y", scope) is None and namespace_refusal("z", scope) is not None
 
 
 def test_star_allows_any_namespace() -> None:
     spec = WorkPoolSpec.from_cr(cr({"jobNamespaces": ["*"]}))
     assert spec.any_job_namespace
-    assert spec.allows_job_namespace("anything")
+    scope = NamespaceScope("ns", tuple(spec.job_namespaces), policy=parse_policy("*=*"))
+    assert namespace_refusal("anything", scope) is None
 
 
 def test_auth_string_ref_default_key() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from prefect_job_operator.api import conditions as c
+from prefect_job_operator.api.job_namespaces import NamespaceReport
 from prefect_job_operator.writeback.cr_status import (
     MAX_MESSAGE_LENGTH,
     rfc3339,
@@ -32,6 +33,7 @@ HEALTHY = PoolReport(
     last_heartbeat_time=T0 - timedelta(seconds=20),
     counts=RunCounts(pending=2, running=5, submitted=40, crashed=1, cancelled=3),
     oldest_pending_since=T0 - timedelta(seconds=42),
+    job_namespaces=NamespaceReport(True, "Allowed", "Jobs may be created in: default.", False),
 )
 
 
@@ -65,6 +67,7 @@ def test_healthy_report() -> None:
         "PoolSynced": ("True", "Synced"),
         "APIReachable": ("True", "Reachable"),
         "Polling": ("True", "Polling"),
+        "JobNamespaces": ("True", "Allowed"),
     }
     for cond in patch["conditions"]:
         assert cond["lastTransitionTime"] == "2026-11-28T12:00:00Z"
@@ -123,8 +126,18 @@ def test_healthy_report() -> None:
         pytest.param(
             {"invalid_spec": "spec.worker.pollIntervalSeconds: too small"},
             ("False", "InvalidSpec", "spec.worker.pollIntervalSeconds: too small"),
-            {"PoolSynced": ("False", "InvalidSpec"), "Polling": ("False", "InvalidSpec")},
+            {
+                "PoolSynced": ("False", "InvalidSpec"),
+                "Polling": ("False", "InvalidSpec"),
+                "JobNamespaces": ("False", "InvalidSpec"),
+            },
             id="invalid-spec",
+        ),
+        pytest.param(
+            {"job_namespaces": NamespaceReport(False, "NamespaceForbidden", "no rights", True)},
+            ("False", "NamespaceForbidden", "no rights"),
+            {"JobNamespaces": ("False", "NamespaceForbidden")},
+            id="no-usable-namespace-blocks-ready",
         ),
     ],
 )
@@ -140,6 +153,30 @@ def test_ready_follows_the_three_conditions(
     healthy = summary(status_patch(HEALTHY, previous={}, generation=1, now=T0))
     assert summary(patch) == {**healthy, "Ready": ready[:2], **expected}
     assert patch["message"] == ready[2]
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "expected", "message"),
+    [
+        (
+            NamespaceReport(False, "NamespaceNotPermitted", "'etl' is not allowed", False),
+            ("False", "NamespaceNotPermitted"),
+            "'etl' is not allowed",
+        ),
+        (None, ("Unknown", "Pending"), None),
+    ],
+    ids=["some-namespace-refused", "not-checked-yet"],
+)
+def test_namespace_problems_that_leave_a_usable_namespace_keep_ready(
+    namespaces: NamespaceReport | None, expected: tuple[str, str], message: str | None
+) -> None:
+    """The pool still works in its other namespaces: Ready stays True, the condition and the
+    status message say what is refused."""
+    report = PoolReport(**{**HEALTHY.__dict__, "job_namespaces": namespaces})
+    got = summary(status_patch(report, previous={}, generation=1, now=T0))
+    assert got["Ready"] == ("True", "Ready")
+    assert got["JobNamespaces"] == expected
+    assert status_patch(report, previous={}, generation=1, now=T0)["message"] == message
 
 
 def test_transition_time_moves_only_when_status_changes() -> None:

@@ -18,7 +18,11 @@ API_REACHABLE: Final = "APIReachable"
 POLLING: Final = "Polling"
 """True when this replica holds the pool's Lease and its last poll was recent and succeeded."""
 
-CONDITION_TYPES: Final = (READY, POOL_SYNCED, API_REACHABLE, POLLING)
+JOB_NAMESPACES: Final = "JobNamespaces"
+"""True when every namespace the WorkPool's Jobs may go to is usable (api.job_namespaces):
+listed, allowed by the admin's policy, watched and listable. False names each refusal."""
+
+CONDITION_TYPES: Final = (READY, POOL_SYNCED, API_REACHABLE, POLLING, JOB_NAMESPACES)
 
 # Reasons (CamelCase, stable: automation matches on them).
 REASON_SYNCED: Final = "Synced"

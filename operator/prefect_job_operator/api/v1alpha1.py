@@ -404,7 +404,10 @@ class WorkPoolSpec(_Spec):
         default_factory=list,
         max_length=100,
         description="Namespaces Jobs may be created in (a job variable 'namespace' outside this "
-        "list fails the run). Default: only the WorkPool's namespace. ['*'] allows any.",
+        "list fails the run). Default: only the WorkPool's namespace. ['*'] allows any. "
+        "Namespaces other than the WorkPool's own also need the cluster admin's leave "
+        "(operator setting PJO_JOB_NAMESPACE_POLICY); a refused entry is reported on the "
+        "JobNamespaces condition.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
@@ -453,10 +456,6 @@ class WorkPoolSpec(_Spec):
     def any_job_namespace(self) -> bool:
         """True when Jobs may go to any namespace (``jobNamespaces: ['*']``)."""
         return self.job_namespaces == [ALL_NAMESPACES]
-
-    def allows_job_namespace(self, namespace: str) -> bool:
-        """Whether a Job may be created in `namespace`."""
-        return self.any_job_namespace or namespace in self.job_namespaces
 
     @classmethod
     def from_cr(cls, body: Mapping[str, Any]) -> WorkPoolSpec:
@@ -571,7 +570,7 @@ class _Status(BaseModel):
 class Condition(_Status):
     """A metav1.Condition: the latest observation of one aspect of the WorkPool."""
 
-    type: str = Field(description="Ready, PoolSynced, APIReachable or Polling.")
+    type: str = Field(description="Ready, PoolSynced, APIReachable, Polling or JobNamespaces.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason of the last transition.")
     message: str = Field("", description="Human-readable detail.")
@@ -608,7 +607,7 @@ class WorkPoolStatus(_Status):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, PoolSynced, APIReachable and Polling.",
+        description="Ready, PoolSynced, APIReachable, Polling and JobNamespaces.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

@@ -9,6 +9,13 @@ from typing import Any
 
 import anyio
 
+from prefect_job_operator.api.job_namespaces import (
+    ALL,
+    NamespaceReport,
+    NamespaceScope,
+    Refusal,
+    namespace_refusal,
+)
 from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
 from prefect_job_operator.dispatch.telemetry import Telemetry
 from prefect_job_operator.kube.client import Kube
@@ -39,6 +46,8 @@ class Health:
     last_heartbeat: datetime | None = None
     leader: bool = False
     lease_holder: str | None = None
+    namespaces: NamespaceReport | None = None
+    """The JobNamespaces condition (None until the first sync)."""
 
 
 @dataclass
@@ -80,6 +89,8 @@ class PoolRuntime:
     followup_limiter: anyio.CapacityLimiter = field(init=False)
     """Bounds the pid/labels writes that trail the Job creates: half the submission slots,
     so bookkeeping keeps up without taking the server from the claims of a burst."""
+    forbidden: dict[str, str] = field(default_factory=dict)
+    """Job namespaces (or '*') the operator's RBAC refused to list → the missing permission."""
     last_recovery_sweep: float | None = None
     recovery_sweeps_deferred: int = 0
 
@@ -126,11 +137,34 @@ class PoolRuntime:
         pid = self.pool.get("id")
         return str(pid) if pid else None
 
-    def job_namespace_allowed(self, namespace: str) -> bool:
-        allowed = self.spec.job_namespaces
-        return "*" in allowed or namespace in allowed
+    def namespace_scope(self, *, with_forbidden: bool = True) -> NamespaceScope:
+        """What `api.job_namespaces.namespace_refusal` needs to judge this pool's namespaces."""
+        return NamespaceScope(
+            workpool_namespace=self.namespace,
+            job_namespaces=tuple(self.spec.job_namespaces),
+            policy=self.settings.namespace_policy,
+            watched=tuple(self.settings.namespaces),
+            forbidden=dict(self.forbidden) if with_forbidden else None,
+        )
+
+    def job_namespace_refusal(self, namespace: str) -> Refusal | None:
+        """Why a Job may not go to `namespace` (the one rule); None when it may."""
+        return namespace_refusal(namespace, self.namespace_scope())
+
+    def listable_namespaces(self) -> list[str] | None:
+        """`watched_namespaces` without those the operator's RBAC refused (None = anywhere)."""
+        watched = self.watched_namespaces()
+        if watched is None:
+            return None
+        return [n for n in watched if n not in self.forbidden]
 
     def watched_namespaces(self) -> list[str] | None:
-        """Where this pool's Jobs may live; None = anywhere (cluster-wide list)."""
-        allowed = self.spec.job_namespaces
-        return None if "*" in allowed else list(allowed)
+        """Where this pool's Jobs may live and the operator can see; None = anywhere."""
+        scope = self.namespace_scope(with_forbidden=False)
+        if ALL in self.spec.job_namespaces:
+            if not scope.watched:
+                return None
+            candidates: list[str] = list(scope.watched)
+        else:
+            candidates = list(self.spec.job_namespaces)
+        return [n for n in candidates if not scope.watched or n in scope.watched]

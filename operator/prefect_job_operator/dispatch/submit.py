@@ -347,11 +347,9 @@ async def render_for_run(
         references=resolved,
         claim_id=claim_id,
     )
-    if not rt.job_namespace_allowed(rendered.namespace):
-        raise SubmissionError(
-            f"namespace {rendered.namespace!r} is not in the WorkPool's spec.jobNamespaces "
-            f"{rt.spec.job_namespaces}"
-        )
+    refusal = rt.job_namespace_refusal(rendered.namespace)
+    if refusal is not None:
+        raise SubmissionError(refusal.message)
     _decorate(rt, rendered, claim_id)
     return rendered
 

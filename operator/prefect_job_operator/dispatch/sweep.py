@@ -239,7 +239,7 @@ async def _find_job(rt: PoolRuntime, run_id: str) -> dict[str, Any] | None:
     selector = f"{LABEL_FLOW_RUN_ID}={run_id}"
     jobs = [
         j
-        for j in await rt.kube.list_jobs(rt.watched_namespaces(), selector)
+        for j in await rt.kube.list_jobs(rt.listable_namespaces(), selector)
         if not (j.get("metadata") or {}).get("deletionTimestamp")
     ]
     jobs.sort(key=lambda j: str((j.get("metadata") or {}).get("creationTimestamp") or ""))

@@ -2,7 +2,8 @@
 
 An explicit template (inline or from a ConfigMap) is enforced; without one, an existing
 pool's template is left alone and an empty one gets the `kubernetes` default, as the
-upstream worker does.
+upstream worker does, except that the default's ``namespace`` variable defaults to the
+WorkPool's namespace (also in a pool that holds the stock default with another namespace).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from prefect_job_operator.prefect_api.errors import (
     WorkPoolAlreadyExists,
     WorkPoolNotFound,
 )
-from prefect_job_operator.rendering import default_base_job_template
+from prefect_job_operator.rendering import default_base_job_template, is_stock_template
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
             await client.create_work_pool(
                 rt.pool_name,
                 type=spec.type,
-                base_job_template=wanted_template or default_base_job_template(),
+                base_job_template=wanted_template or default_base_job_template(rt.namespace),
                 description=spec.description,
                 concurrency_limit=spec.concurrency_limit,
                 is_paused=spec.paused,
@@ -97,8 +98,8 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
     updates: dict[str, Any] = {}
     if wanted_template is not None and pool.base_job_template != wanted_template:
         updates["base_job_template"] = wanted_template
-    elif wanted_template is None and not pool.base_job_template:
-        updates["base_job_template"] = default_base_job_template()
+    elif wanted_template is None and _wants_default(pool.base_job_template, rt.namespace):
+        updates["base_job_template"] = default_base_job_template(rt.namespace)
     if spec.description is not None and pool.description != spec.description:
         updates["description"] = spec.description
     if pool.concurrency_limit != spec.concurrency_limit:
@@ -122,8 +123,15 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
             spec.type,
         )
     rt.pool = pool.model_dump(mode="json")
-    rt.template = pool.base_job_template or default_base_job_template()
+    rt.template = pool.base_job_template or default_base_job_template(rt.namespace)
     return changes
+
+
+def _wants_default(current: dict[str, Any] | None, namespace: str) -> bool:
+    """An empty template, or the stock one defaulting elsewhere, gets the namespaced default."""
+    if not current:
+        return True
+    return is_stock_template(current) and current != default_base_job_template(namespace)
 
 
 async def heartbeat(rt: PoolRuntime) -> None:

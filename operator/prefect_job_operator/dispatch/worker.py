@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from prefect_job_operator.api import conditions as c
+from prefect_job_operator.api.job_namespaces import ALL, forbidden_message, namespace_report
 from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, VERSION
 from prefect_job_operator.dispatch import sweep
 from prefect_job_operator.dispatch.runtime import PoolRuntime
@@ -30,6 +31,7 @@ from prefect_job_operator.prefect_api.errors import (
     WorkPoolNotFound,
     WorkQueueNotFound,
 )
+from prefect_job_operator.rendering import default_job_namespace
 from prefect_job_operator.tracking.runs import InfrastructurePending
 from prefect_job_operator.writeback.cr_status import status_patch
 from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
@@ -112,6 +114,7 @@ def report(rt: PoolRuntime) -> PoolReport:
         ),
         oldest_pending_since=oldest,
         invalid_spec=rt.invalid_spec,
+        job_namespaces=h.namespaces,
     )
 
 
@@ -165,6 +168,9 @@ async def _sync_and_heartbeat(
         if not rt.seeded:
             await seed_table(rt)
             rt.seeded = True
+        elif rt.forbidden:  # a Role granted since: adopt that namespace's Jobs
+            await seed_table(rt, [None if k == ALL else k for k in rt.forbidden])
+        await check_namespaces(rt)
         await heartbeat(rt)
         rt.health.last_heartbeat = _now()
     except KubeError as exc:
@@ -263,21 +269,57 @@ async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
         note_api_error(rt, exc)
 
 
-async def seed_table(rt: PoolRuntime) -> None:
-    """Learn every existing Job and pod of this pool before acting (restart safety)."""
+async def seed_table(rt: PoolRuntime, namespaces: list[str | None] | None = None) -> None:
+    """Learn every existing Job and pod of this pool before acting (restart safety).
+
+    Namespace by namespace: one the operator may not list (403) goes to ``rt.forbidden``
+    (reported on JobNamespaces, refused for submissions, retried at each heartbeat) and the
+    pool goes on in the others. Any other error propagates: the whole seed is retried.
+    """
     if not rt.pool_id:
         return
     selector = f"{LABEL_OPERATOR}={rt.settings.instance},prefect.io/work-pool-id={rt.pool_id}"
-    jobs = await rt.kube.list_jobs(rt.watched_namespaces(), selector)
+    if namespaces is None:
+        watched = rt.watched_namespaces()
+        namespaces = [None] if watched is None else list(watched)
     actions = []
-    for job in jobs:
-        actions += rt.table.observe_job(None, job)
-    namespaces = {j["metadata"]["namespace"] for j in jobs}
+    adopted = 0
     for ns in namespaces:
-        for pod in await rt.kube.list_pods(ns, selector):
+        resource = "jobs.batch"
+        try:
+            jobs = await rt.kube.list_jobs(None if ns is None else [ns], selector)
+            resource = "pods"
+            pods = []
+            for pod_ns in sorted({j["metadata"]["namespace"] for j in jobs}):
+                pods += await rt.kube.list_pods(pod_ns, selector)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            if (ns or ALL) not in rt.forbidden:
+                log.warning("WorkPool %s: no permission in %s: %s", rt.key, ns or "*", exc)
+            rt.forbidden[ns or ALL] = forbidden_message("list", resource, ns)
+            continue
+        rt.forbidden.pop(ns or ALL, None)
+        for job in jobs:
+            actions += rt.table.observe_job(None, job)
+        for pod in pods:
             actions += rt.table.observe_pod(None, pod)
-    log.info("WorkPool %s: adopted %d existing Jobs", rt.key, len(jobs))
+        adopted += len(jobs)
+    log.info("WorkPool %s: adopted %d existing Jobs", rt.key, adopted)
     await sweep.apply_actions(rt, [a for a in actions if not isinstance(a, InfrastructurePending)])
+
+
+async def check_namespaces(rt: PoolRuntime) -> None:
+    """The JobNamespaces condition (reconcile time), with an Event per refusal when it changes."""
+    template_ns = default_job_namespace(rt.template) if rt.template else None
+    result = namespace_report(rt.namespace_scope(), template_ns)
+    previous, rt.health.namespaces = rt.health.namespaces, result
+    if previous is not None and previous.message == result.message:
+        return
+    for refusal in result.refusals:
+        await rt.event_k8s("Warning", refusal.reason, refusal.message)
+    if result.ok and previous is not None and not previous.ok:
+        await rt.event_k8s("Normal", result.reason, result.message)
 
 
 async def lead(

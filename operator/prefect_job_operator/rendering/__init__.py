@@ -11,7 +11,11 @@ from prefect_job_operator.rendering.contracts import (
     SecretKeyRef,
     WorkerContext,
 )
-from prefect_job_operator.rendering.default_template import default_base_job_template
+from prefect_job_operator.rendering.default_template import (
+    default_base_job_template,
+    default_job_namespace,
+    is_stock_template,
+)
 from prefect_job_operator.rendering.errors import RenderError
 from prefect_job_operator.rendering.naming import job_name
 from prefect_job_operator.rendering.render import collect_references, render_job
@@ -25,6 +29,8 @@ __all__ = [
     "WorkerContext",
     "collect_references",
     "default_base_job_template",
+    "default_job_namespace",
+    "is_stock_template",
     "job_name",
     "render_job",
 ]

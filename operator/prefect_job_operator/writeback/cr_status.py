@@ -132,12 +132,25 @@ def _facets(report: PoolReport) -> dict[str, tuple[bool | None, str, str]]:
     }
 
 
+def _namespaces(report: PoolReport) -> tuple[bool | None, str, str]:
+    """The JobNamespaces condition: api.job_namespaces' verdict, Unknown before the first."""
+    if report.invalid_spec is not None:
+        return False, c.REASON_INVALID_SPEC, report.invalid_spec
+    ns = report.job_namespaces
+    if ns is None:
+        return None, c.REASON_PENDING, "Not checked yet."
+    return ns.ok, ns.reason, ns.message
+
+
 def _ready(
     report: PoolReport, facets: Mapping[str, tuple[bool | None, str, str]]
 ) -> tuple[bool | None, str, str]:
     """Ready = APIReachable and PoolSynced and Polling; otherwise the first culprit explains."""
     if report.invalid_spec is not None:
         return False, c.REASON_INVALID_SPEC, report.invalid_spec
+    namespaces = report.job_namespaces
+    if namespaces is not None and namespaces.blocking:
+        return False, namespaces.reason, namespaces.message
     for ok, reason, message in facets.values():
         if ok is False:
             return False, reason, message
@@ -164,6 +177,7 @@ def status_patch(
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
     for kind, (ok, reason, message) in [(c.READY, ready), *facets.items()]:
         conds = set_condition(conds, kind, ok, reason, message, now, generation)
+    conds = set_condition(conds, c.JOB_NAMESPACES, *_namespaces(report), now, generation)
     order = {kind: index for index, kind in enumerate(c.CONDITION_TYPES)}
     conds.sort(key=lambda cond: order.get(str(cond.get("type")), len(order)))
 
@@ -194,7 +208,14 @@ def status_patch(
         if report.oldest_pending_since is None
         else max(0, int((_aware(now) - _aware(report.oldest_pending_since)).total_seconds()))
     )
-    patch["message"] = None if ready[0] is True else _truncate(ready[2])
+    namespaces = _namespaces(report)
+    patch["message"] = (
+        _truncate(ready[2])
+        if ready[0] is not True
+        else _truncate(namespaces[2])
+        if namespaces[0] is False
+        else None
+    )
     return patch
 
 

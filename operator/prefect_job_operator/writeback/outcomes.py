@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from prefect_job_operator.api.job_namespaces import NamespaceReport
+
 
 @dataclass(frozen=True)
 class RunCounts:
@@ -49,3 +51,5 @@ class PoolReport:
     oldest_pending_since: datetime | None = None
     invalid_spec: str | None = None
     """Why the spec cannot be acted on (the operator does nothing else for this pool)."""
+    job_namespaces: NamespaceReport | None = None
+    """The JobNamespaces condition; a blocking one (no usable namespace) makes Ready False."""
