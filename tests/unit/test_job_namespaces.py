@@ -159,3 +159,11 @@ def test_report_template_default_outside_names_the_template_fix() -> None:
     assert first.namespace == "default"
     assert "variables.properties.namespace.default" in first.message
     assert "'data'" in first.message
+
+
+def test_report_star_is_never_blocking() -> None:
+    """'*' refused (no '*' rule, or a partial watch) still leaves concrete namespaces usable."""
+    report = namespace_report(scope(("*",)), "data")
+    assert not report.ok and report.reason == jn.REASON_NOT_PERMITTED and not report.blocking
+    report = namespace_report(scope(("*",), ns="ops", watched=("ops", "x")), "ops")
+    assert not report.ok and report.reason == jn.REASON_NOT_WATCHED and not report.blocking

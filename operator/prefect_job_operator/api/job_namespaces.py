@@ -223,7 +223,9 @@ def namespace_report(scope: NamespaceScope, template_namespace: str | None) -> N
         refusal = namespace_refusal(entry, scope)
         if refusal is not None:
             refusals.append(refusal)
-    blocking = len(refusals) == len(scope.job_namespaces) > 0
+    # '*' always leaves the WorkPool's own namespace usable (if watched), so only a list of
+    # concrete namespaces that are all refused means that no run can be placed.
+    blocking = ALL not in scope.job_namespaces and len(refusals) == len(scope.job_namespaces) > 0
     if template_namespace is not None:
         refusal = namespace_refusal(template_namespace, scope)
         if refusal is not None:
