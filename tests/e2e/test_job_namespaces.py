@@ -91,20 +91,26 @@ async def test_datatrap_default_template_runs_in_the_workpool_namespace(e2e: E2E
     e2e.apply_workpool({"worker": {"pollIntervalSeconds": 2}})
     e2e.operator.start()
     await wait_ready(e2e, timeout=60)
-    assert e2e.condition("JobNamespaces")["status"] == "True"
+
+    run_id = await e2e.run(await bare_deployment(e2e))
+    started = time.monotonic()
+
+    async def placed_or_crashed() -> dict[str, Any] | None:
+        run = await e2e.flow_run(run_id)
+        return run if run.get("infrastructure_pid") or run["state"]["type"] == "CRASHED" else None
+
+    run = await eventually("a Job or a crash", placed_or_crashed, 60, interval=0.5)
+    elapsed = time.monotonic() - started
+    assert run["state"]["type"] != "CRASHED", run["state"]["message"]
+    assert run["infrastructure_pid"].startswith(f"{e2e.ns}:"), run["infrastructure_pid"]
+    assert [j["metadata"]["labels"]["prefect.io/flow-run-id"] for j in e2e.jobs()] == [run_id]
+    await _assert_not_crashed(e2e, run_id, seconds=6)
+    print(f"Job created in {e2e.ns} {elapsed:.1f}s after the run was created")
 
     pool = await e2e.pool_json()
     props = pool["base_job_template"]["variables"]["properties"]
     assert props["namespace"]["default"] == e2e.ns  # what the Prefect UI shows
-
-    run_id = await e2e.run(await bare_deployment(e2e))
-    started = time.monotonic()
-    pid = await e2e.wait_pid(run_id, timeout=60)
-    elapsed = time.monotonic() - started
-    assert pid.startswith(f"{e2e.ns}:"), pid
-    assert [j["metadata"]["labels"]["prefect.io/flow-run-id"] for j in e2e.jobs()] == [run_id]
-    await _assert_not_crashed(e2e, run_id, seconds=6)
-    print(f"Job created in {e2e.ns} {elapsed:.1f}s after the run was created")
+    assert e2e.condition("JobNamespaces")["status"] == "True"
 
 
 async def _assert_not_crashed(e2e: E2E, run_id: str, seconds: float) -> None:
