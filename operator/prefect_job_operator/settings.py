@@ -68,6 +68,16 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="How long a running flow may take to cancel itself before its Job is deleted.",
     )
+    crash_log_tail_lines: int = Field(
+        500,
+        ge=0,
+        validation_alias=AliasChoices(
+            "PJO_CRASH_LOG_TAIL_LINES",
+            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_FORWARD_CRASHED_RUN_LOGS_TAIL_LINES",
+        ),
+        description="Lines of a crashed pod's log forwarded to the flow run's logs (upstream's "
+        "forward_crashed_run_logs_tail_lines, same default); 0 turns forwarding off.",
+    )
     infrastructure_pending_after_seconds: float = Field(
         5.0,
         ge=0,
