@@ -94,8 +94,7 @@ async def _forward_crash_logs(rt: PoolRuntime, rec: RunRecord) -> None:
             rt.telemetry_log(
                 rec.flow_run_id,
                 40,
-                f"Last lines of pod {pod_name} before the crash:\n"
-                f"{text[-MAX_CRASH_LOG_CHARS:]}",
+                f"Last lines of pod {pod_name} before the crash:\n{text[-MAX_CRASH_LOG_CHARS:]}",
             )
 
 
