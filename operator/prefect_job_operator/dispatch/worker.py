@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
 from prefect_job_operator.api import conditions as c
-from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, VERSION
+from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, UNLIMITED, VERSION
 from prefect_job_operator.dispatch import sweep
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.dispatch.submit import poll_once
@@ -64,6 +64,14 @@ def note_api_ok(rt: PoolRuntime) -> None:
     rt.health.api_reachable, rt.health.api_error = True, None
 
 
+def live_pause_and_limit(pool: Mapping[str, Any]) -> tuple[bool | None, int | str | None]:
+    """The Prefect pool's pause and limit as the status shows them (None: not read yet)."""
+    if not pool.get("id"):
+        return None, None
+    limit = pool.get("concurrency_limit")
+    return bool(pool.get("is_paused")), UNLIMITED if limit is None else int(limit)
+
+
 def report(rt: PoolRuntime) -> PoolReport:
     now = _now()
     pending, running, oldest = rt.table.counts(now)
@@ -86,8 +94,11 @@ def report(rt: PoolRuntime) -> PoolReport:
             if (h.api_error or "").startswith("Unauthorized")
             else c.REASON_UNREACHABLE
         )
+    paused, limit = live_pause_and_limit(rt.pool)
     return PoolReport(
         pool_id=rt.pool_id,
+        pool_paused=paused,
+        pool_concurrency_limit=limit,
         pool_name=rt.pool_name,
         pool_type=rt.spec.type,
         worker_name=rt.worker_name,
