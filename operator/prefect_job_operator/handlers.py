@@ -84,6 +84,9 @@ async def workpool_daemon(
         if task.done() and not task.cancelled() and task.exception() is not None:
             log.error("WorkPool %s dispatcher failed: %r; restarting", rt.key, task.exception())
             await asyncio.sleep(5)
+    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        meta = body.get("metadata", {})
+        ctx.metrics.forget_pool(str(meta.get("namespace")), str(meta.get("name")))
 
 
 async def _wait_for_change(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from prefect_job_operator.metrics import CONTENT_TYPE
 from prefect_job_operator.registry import OperatorContext
 
 
@@ -20,10 +21,8 @@ def build_app(ctx: OperatorContext) -> web.Application:
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
-            text=ctx.metrics.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=ctx.metrics.render().encode(),
+            headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
         )
 
     app = web.Application()

@@ -204,4 +204,4 @@ async def test_write_status_patches_ready_and_sets_gauges() -> None:
     ready = next(x for x in patch["conditions"] if x["type"] == c.READY)
     assert ready["status"] == "True"
     assert patch["counts"]["submitted"] == 7
-    assert rt.metrics.pool_ready.values[(rt.key,)] == 1.0
+    assert rt.metrics.pool_ready.value(*rt.metric_labels) == 1.0

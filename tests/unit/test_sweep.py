@@ -211,7 +211,7 @@ async def test_running_run_whose_job_is_gone_is_crashed() -> None:
     [(type_, _, message, _)] = client.proposed(run_id)
     assert type_ == "CRASHED" and message == f"Kubernetes Job {PID} was deleted."
     assert rt.counters.crashed == 1
-    assert rt.metrics.runs_crashed.values[(rt.key, "JobDeleted")] == 1
+    assert rt.metrics.runs_crashed.value(*rt.metric_labels, "JobDeleted") == 1
 
 
 async def test_running_run_with_live_job_is_left_alone() -> None:

@@ -6,8 +6,9 @@ pydantic's JSON schema is close to what Kubernetes wants but not structural: it 
 ``X | None`` becomes plain ``X`` (the API server prunes nulls of non-nullable fields, so
 ``null`` in YAML means "use the default", which is what optional means here), and free-form
 objects get ``x-kubernetes-preserve-unknown-fields``; an ``int | str`` field marked
-``x-kubernetes-int-or-string`` keeps only that marker (its CEL rule narrows it). The YAML emitter is our own so the
-runtime needs no YAML library and the output is byte-for-byte deterministic.
+``x-kubernetes-int-or-string`` keeps only that marker (its CEL rule narrows it). The YAML
+emitter is our own so the runtime needs no YAML library and the output is byte-for-byte
+deterministic.
 """
 
 from __future__ import annotations

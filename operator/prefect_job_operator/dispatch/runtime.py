@@ -94,10 +94,10 @@ class PoolRuntime:
         """Counters for the CR status and metrics, from the one place states are written."""
         if kind == "crashed":
             self.counters.crashed += 1
-            self.metrics.runs_crashed.inc(self.key, reason)
+            self.metrics.runs_crashed.inc(*self.metric_labels, reason)
         elif kind == "cancelled":
             self.counters.cancelled += 1
-            self.metrics.runs_cancelled.inc(self.key)
+            self.metrics.runs_cancelled.inc(*self.metric_labels)
 
     def telemetry_log(self, flow_run_id: str, level: int, message: str) -> None:
         """A worker log line on the flow run (shown in the Prefect UI), batched."""
@@ -112,6 +112,11 @@ class PoolRuntime:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def metric_labels(self) -> tuple[str, str]:
+        """The ``namespace`` and ``workpool`` labels of this pool's metric series."""
+        return self.namespace, self.name
 
     @property
     def pool_name(self) -> str:

@@ -1,7 +1,8 @@
 """Make the Prefect work pool match the WorkPool spec, and keep the worker online.
 
 Only what the spec sets is managed: ``paused`` and ``concurrencyLimit`` left unset belong to
-the Prefect side (UI, CLI), set they are enforced and drift is put back. An explicit template (inline or from a ConfigMap) is enforced; without one, an existing
+the Prefect side (UI, CLI), set they are enforced and drift is put back. An explicit template
+(inline or from a ConfigMap) is enforced; without one, an existing
 pool's template is left alone and an empty one gets the `kubernetes` default, as the
 upstream worker does.
 """

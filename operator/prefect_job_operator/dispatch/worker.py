@@ -55,13 +55,16 @@ def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
         isinstance(exc, PrefectAPIError) and (exc.status is None or exc.status >= 500)
     ):
         rt.health.api_reachable, rt.health.api_error = False, str(exc)
-    rt.metrics.api_errors.inc(rt.key, type(exc).__name__)
+    rt.metrics.api_errors.inc(*rt.metric_labels, type(exc).__name__)
+    if rt.health.api_reachable is False:
+        rt.metrics.api_up.set(0.0, *rt.metric_labels)
 
 
 def note_api_ok(rt: PoolRuntime) -> None:
     if rt.health.api_reachable is False:
         log.info("Prefect API reachable again for %s", rt.key)
     rt.health.api_reachable, rt.health.api_error = True, None
+    rt.metrics.api_up.set(1.0, *rt.metric_labels)
 
 
 def live_pause_and_limit(pool: Mapping[str, Any]) -> tuple[bool | None, int | str | None]:
@@ -94,11 +97,11 @@ def report(rt: PoolRuntime) -> PoolReport:
             if (h.api_error or "").startswith("Unauthorized")
             else c.REASON_UNREACHABLE
         )
-    paused, limit = live_pause_and_limit(rt.pool)
+    paused, live_limit = live_pause_and_limit(rt.pool)
     return PoolReport(
         pool_id=rt.pool_id,
         pool_paused=paused,
-        pool_concurrency_limit=limit,
+        pool_concurrency_limit=live_limit,
         pool_name=rt.pool_name,
         pool_type=rt.spec.type,
         worker_name=rt.worker_name,
@@ -131,10 +134,10 @@ async def write_status(rt: PoolRuntime) -> None:
     patch = status_patch(
         rep, previous=rt.body.get("status") or {}, generation=rt.generation, now=_now()
     )
-    rt.metrics.runs_by_state.set(rep.counts.pending, rt.key, "pending")
-    rt.metrics.runs_by_state.set(rep.counts.running, rt.key, "running")
+    rt.metrics.runs_by_state.set(rep.counts.pending, *rt.metric_labels, "pending")
+    rt.metrics.runs_by_state.set(rep.counts.running, *rt.metric_labels, "running")
     ready: dict[str, Any] = next((x for x in patch["conditions"] if x["type"] == c.READY), {})
-    rt.metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, rt.key)
+    rt.metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, *rt.metric_labels)
     try:
         await rt.kube.patch_status(GROUP, VERSION, PLURAL, rt.namespace, rt.name, patch)
     except KubeError as exc:
@@ -362,7 +365,7 @@ async def run_pool(
                 log.warning("Lease of %s: %s", rt.key, exc)
                 held = False
             rt.health.leader, rt.health.lease_holder = held, lease.holder
-            rt.metrics.leader.set(1.0 if held else 0.0, rt.key)
+            rt.metrics.leader.set(1.0 if held else 0.0, *rt.metric_labels)
             if not held:  # the leader owns the status; a standby stays silent
                 await anyio.sleep(lease.duration / 3)
                 continue
