@@ -55,6 +55,7 @@ def configure(
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: OperatorContext, **_: Any) -> None:
     configure(settings, memo.settings.instance, memo.settings.workpool_selector)
+    memo.kopf_started = True
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=15, id="dispatch")

@@ -41,6 +41,45 @@ class Health:
     lease_holder: str | None = None
 
 
+POLL_STALE_FACTOR = 30
+"""BaseWorker's rule: a worker is healthy while its last poll is within 30 poll intervals."""
+
+
+def poll_is_stale(last_poll: datetime | None, poll_interval_seconds: float, now: datetime) -> bool:
+    """BaseWorker's 30-interval rule, the one place it lives. A pool that never polled is not
+    stale here (its condition says Pending until the first poll)."""
+    if last_poll is None:
+        return False
+    return (now - last_poll).total_seconds() > poll_interval_seconds * POLL_STALE_FACTOR
+
+
+@dataclass
+class LoopProgress:
+    """When each loop of a leadership term last finished an iteration (monotonic seconds).
+
+    Read by the liveness rule: a loop that has not finished an iteration for its interval
+    plus ``PJO_LIVENESS_STALL_SECONDS`` is stuck (every call it makes has a timeout, so a
+    Prefect outage only makes iterations fail quickly, never stall).
+    """
+
+    stamps: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """loop name -> (last progress, the loop's interval)."""
+
+    def mark(self, name: str, interval: float, now: float) -> None:
+        self.stamps[name] = (now, interval)
+
+    def clear(self) -> None:
+        self.stamps.clear()
+
+    def stalled(self, now: float, stall_seconds: float) -> dict[str, float]:
+        """Loops without progress for longer than their interval + `stall_seconds`: age."""
+        return {
+            name: round(now - last, 1)
+            for name, (last, interval) in self.stamps.items()
+            if now - last > interval + stall_seconds
+        }
+
+
 @dataclass
 class Counters:
     submitted: int = 0
@@ -77,6 +116,7 @@ class PoolRuntime:
     seeded: bool = False
     telemetry: Telemetry | None = None
     events: EventSink | None = None
+    loops: LoopProgress = field(default_factory=LoopProgress)
     followup_limiter: anyio.CapacityLimiter = field(init=False)
     """Bounds the pid/labels writes that trail the Job creates: half the submission slots,
     so bookkeeping keeps up without taking the server from the claims of a burst."""

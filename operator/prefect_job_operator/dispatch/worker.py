@@ -17,7 +17,12 @@ import anyio
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, UNLIMITED, VERSION
 from prefect_job_operator.dispatch import sweep
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.runtime import (
+    POLL_STALE_FACTOR,
+    LoopProgress,
+    PoolRuntime,
+    poll_is_stale,
+)
 from prefect_job_operator.dispatch.submit import poll_once
 from prefect_job_operator.dispatch.sync import SyncProblem, heartbeat, sync_pool
 from prefect_job_operator.dispatch.telemetry import Telemetry
@@ -35,8 +40,6 @@ from prefect_job_operator.writeback.cr_status import status_patch
 from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
 
 log = logging.getLogger(__name__)
-
-HEALTH_FACTOR = 30  # BaseWorker: healthy while the last poll is within 30 poll intervals
 
 
 def _now() -> datetime:
@@ -85,11 +88,10 @@ def report(rt: PoolRuntime) -> PoolReport:
     if not h.leader:
         polling_ok, poll_reason = False, c.REASON_NOT_LEADER
         poll_error = f"Another replica ({h.lease_holder}) holds this pool's Lease."
-    elif h.last_poll is not None and polling_ok:
-        limit = rt.spec.worker.poll_interval_seconds * HEALTH_FACTOR
-        if (now - h.last_poll).total_seconds() > limit:
-            polling_ok, poll_reason = False, c.REASON_STALE
-            poll_error = f"No successful poll for more than {limit}s."
+    elif polling_ok and poll_is_stale(h.last_poll, rt.spec.worker.poll_interval_seconds, now):
+        limit = rt.spec.worker.poll_interval_seconds * POLL_STALE_FACTOR
+        polling_ok, poll_reason = False, c.REASON_STALE
+        poll_error = f"No successful poll for more than {limit}s."
     api_reason = None
     if h.api_reachable is False:
         api_reason = (
@@ -144,8 +146,16 @@ async def write_status(rt: PoolRuntime) -> None:
         log.warning("Writing the status of WorkPool %s failed: %s", rt.key, exc)
 
 
-async def _every(seconds: float, fn: Callable[[], Awaitable[Any]], name: str) -> None:
-    """Call fn forever at a fixed interval; one failure never ends the loop."""
+async def _every(
+    seconds: float,
+    fn: Callable[[], Awaitable[Any]],
+    name: str,
+    progress: LoopProgress | None = None,
+) -> None:
+    """Call fn forever at a fixed interval; one failure never ends the loop. Each finished
+    iteration, failed or not, is progress (the liveness rule reads it)."""
+    if progress is not None:
+        progress.mark(name, seconds, time.monotonic())
     while True:
         started = time.monotonic()
         try:
@@ -154,6 +164,8 @@ async def _every(seconds: float, fn: Callable[[], Awaitable[Any]], name: str) ->
             raise
         except Exception:
             log.exception("The %s loop failed; it continues", name)
+        if progress is not None:
+            progress.mark(name, seconds, time.monotonic())
         await anyio.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
 
@@ -312,31 +324,45 @@ async def lead(
         if not await lease.try_acquire():
             raise LeadershipLost()
 
+    loops = rt.loops
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_every, lease.duration / 3, renew, "lease")
+            tg.start_soon(_every, lease.duration / 3, renew, "lease", loops)
             tg.start_soon(
                 _every,
                 w.heartbeat_interval_seconds,
                 lambda: _sync_and_heartbeat(rt, registry_hook),
                 "heartbeat",
+                loops,
             )
-            tg.start_soon(_every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll")
             tg.start_soon(
-                _every, rt.settings.sweep_interval_seconds, lambda: _sweep(rt, tick), "sweep"
+                _every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll", loops
+            )
+            tg.start_soon(
+                _every,
+                rt.settings.sweep_interval_seconds,
+                lambda: _sweep(rt, tick),
+                "sweep",
+                loops,
             )
             tg.start_soon(
                 _every,
                 1.0,
                 lambda: sweep.apply_actions(rt, rt.table.check_deadlines(_now())),
                 "deadlines",
+                loops,
             )
             tg.start_soon(
-                _every, rt.settings.status_interval_seconds, lambda: write_status(rt), "status"
+                _every,
+                rt.settings.status_interval_seconds,
+                lambda: write_status(rt),
+                "status",
+                loops,
             )
             assert rt.telemetry is not None
             tg.start_soon(rt.telemetry.flush_forever)
     finally:
+        loops.clear()  # a standby has no loops to judge
         with anyio.CancelScope(shield=True):
             if rt.telemetry is not None:
                 rt.telemetry.event("prefect.worker.stopped", follows=started_event)
