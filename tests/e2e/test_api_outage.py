@@ -135,9 +135,7 @@ async def test_one_pools_outage_never_fails_liveness_and_the_other_pool_dispatch
 
             cond = await eventually("pool-b APIReachable=False", b_unreachable, 60, 1.0)
             assert cond["reason"] == "Unreachable", cond
-            assert (
-                srv_b.api_url.split("//")[1].split("/")[0] in cond["message"] or cond["message"]
-            ), cond
+            assert cond["message"], cond
             assert e2e.condition("Ready", name="pool-b")["status"] == "False"
             assert e2e.condition("Ready")["status"] == "True"
             events = e2e.kubectl(
