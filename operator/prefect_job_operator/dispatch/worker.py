@@ -50,8 +50,10 @@ class LeadershipLost(Exception):
     pass
 
 
-def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
-    """Fold an API failure into the APIReachable facet."""
+async def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
+    """Fold an API failure into the APIReachable facet; losing the API is an Event and
+    the ``prefect_api_up`` gauge (whichever loop notices first)."""
+    was = rt.health.api_reachable
     if isinstance(exc, Unauthorized):
         rt.health.api_reachable, rt.health.api_error = False, f"Unauthorized: {exc}"
     elif isinstance(exc, APIUnreachable) or (
@@ -61,11 +63,15 @@ def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
     rt.metrics.api_errors.inc(*rt.metric_labels, type(exc).__name__)
     if rt.health.api_reachable is False:
         rt.metrics.api_up.set(0.0, *rt.metric_labels)
+        if was is not False:
+            reason = "Unauthorized" if isinstance(exc, Unauthorized) else "APIUnreachable"
+            await rt.event_k8s("Warning", reason, str(exc))
 
 
-def note_api_ok(rt: PoolRuntime) -> None:
+async def note_api_ok(rt: PoolRuntime) -> None:
     if rt.health.api_reachable is False:
         log.info("Prefect API reachable again for %s", rt.key)
+        await rt.event_k8s("Normal", "APIReachable", "The Prefect API answers again.")
     rt.health.api_reachable, rt.health.api_error = True, None
     rt.metrics.api_up.set(1.0, *rt.metric_labels)
 
@@ -174,7 +180,7 @@ async def _sync_and_heartbeat(
 ) -> None:
     try:
         changes = await sync_pool(rt)
-        note_api_ok(rt)
+        await note_api_ok(rt)
         if rt.health.pool_synced is not True or changes:
             await rt.event_k8s(
                 "Normal",
@@ -203,12 +209,9 @@ async def _sync_and_heartbeat(
             exc.reason,
             exc.message,
         )
-        note_api_ok(rt)
+        await note_api_ok(rt)
     except PrefectAPIError as exc:
-        was = rt.health.api_reachable
-        note_api_error(rt, exc)
-        if was is not False and rt.health.api_reachable is False:
-            await rt.event_k8s("Warning", "APIUnreachable", str(exc))
+        await note_api_error(rt, exc)
         if isinstance(exc, Unauthorized):
             rt.health.pool_synced, rt.health.sync_reason = False, c.REASON_UNAUTHORIZED
             rt.health.sync_error = str(exc)
@@ -219,7 +222,7 @@ async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.Capacit
         return
     try:
         await poll_once(rt, tg, limiter)
-        note_api_ok(rt)
+        await note_api_ok(rt)
         rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
             True,
             c.REASON_POLLING,
@@ -240,7 +243,7 @@ async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.Capacit
             str(exc),
         )
     except PrefectAPIError as exc:
-        note_api_error(rt, exc)
+        await note_api_error(rt, exc)
         rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
             False,
             c.REASON_POLL_FAILED,
@@ -286,7 +289,7 @@ async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
             await sweep.sweep_final_with_jobs(rt)
             rt.table.forget_finished(_now())
     except PrefectAPIError as exc:
-        note_api_error(rt, exc)
+        await note_api_error(rt, exc)
 
 
 async def seed_table(rt: PoolRuntime) -> None:
