@@ -152,6 +152,8 @@ def test_status_keeps_kopf_fields_and_accepts_our_patch(crd: Cluster, k8s_namesp
         pool_type="kubernetes",
         worker_name="prefect-job-operator:x:demo-pool",
         lease_holder="pjo-0",
+        pool_paused=True,
+        pool_concurrency_limit="Unlimited",
         api_reachable=True,
         pool_synced=True,
         polling_ok=True,
@@ -186,8 +188,18 @@ def test_status_keeps_kopf_fields_and_accepts_our_patch(crd: Cluster, k8s_namesp
 
     table = crd.kubectl("get", "wp", "-n", k8s_namespace).stdout
     header, row = table.splitlines()[:2]
-    assert header.split()[:7] == ["NAME", "POOL", "TYPE", "READY", "RUNNING", "PENDING", "LAST"]
-    assert row.split()[:6] == ["demo-pool", "demo-pool", "kubernetes", "True", "2", "1"]
+    assert (status["paused"], status["concurrencyLimit"]) == (True, "Unlimited")
+    assert header.split()[:8] == [
+        "NAME",
+        "POOL",
+        "TYPE",
+        "READY",
+        "PAUSED",
+        "RUNNING",
+        "PENDING",
+        "LAST",
+    ]
+    assert row.split()[:7] == ["demo-pool", "demo-pool", "kubernetes", "True", "true", "2", "1"]
     assert "demo-pool" in crd.kubectl("get", "prefect", "-n", k8s_namespace).stdout
 
 
