@@ -55,6 +55,7 @@ def configure(
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: OperatorContext, **_: Any) -> None:
     configure(settings, memo.settings.instance, memo.settings.workpool_selector)
+    memo.kopf_started = True
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=15, id="dispatch")
@@ -63,27 +64,40 @@ async def workpool_daemon(
 ) -> None:
     """Run the pool while the CR exists; rebuild it when the spec generation changes."""
     ctx = memo
-    while not stopped:
-        generation = body.get("metadata", {}).get("generation")
-        try:
-            rt = await build_runtime(ctx, body)
-        except InvalidSpecError as exc:
-            await _report_invalid(ctx, body, str(exc))
-            # a spec change fixes it, or a Secret that appears later: look again in a while
-            await _wait_for_change(body, generation, stopped, give_up_after=30)
-            continue
-        task = asyncio.create_task(run_pool(rt, lambda r: bind_pool_id(ctx, r)))
-        try:
-            await _wait_for_change(body, generation, stopped, task)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            ctx.unregister(rt)
-            await rt.client.aclose()
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            log.error("WorkPool %s dispatcher failed: %r; restarting", rt.key, task.exception())
-            await asyncio.sleep(5)
+    try:
+        while not stopped:
+            await _run_generation(ctx, body, stopped)
+    finally:  # kopf cancels a deleted resource's daemon right after signalling it
+        deleted = kopf.DaemonStoppingReason.RESOURCE_DELETED
+        if stopped.reason is not None and stopped.reason & deleted:
+            meta = body.get("metadata", {})
+            ctx.metrics.forget_pool(str(meta.get("namespace")), str(meta.get("name")))
+
+
+async def _run_generation(
+    ctx: OperatorContext, body: kopf.Body, stopped: kopf.DaemonStopped
+) -> None:
+    """Run one generation of the spec until it changes, the daemon stops or the run fails."""
+    generation = body.get("metadata", {}).get("generation")
+    try:
+        rt = await build_runtime(ctx, body)
+    except InvalidSpecError as exc:
+        await _report_invalid(ctx, body, str(exc))
+        # a spec change fixes it, or a Secret that appears later: look again in a while
+        await _wait_for_change(body, generation, stopped, give_up_after=30)
+        return
+    task = asyncio.create_task(run_pool(rt, lambda r: bind_pool_id(ctx, r)))
+    try:
+        await _wait_for_change(body, generation, stopped, task)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        ctx.unregister(rt)
+        await rt.client.aclose()
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error("WorkPool %s dispatcher failed: %r; restarting", rt.key, task.exception())
+        await asyncio.sleep(5)
 
 
 async def _wait_for_change(

@@ -1,34 +1,49 @@
-"""``/healthz`` (BaseWorker's liveness rule) and ``/metrics`` (Prometheus), over aiohttp."""
+"""``/healthz`` (liveness: the operator's own health), ``/readyz`` and ``/metrics``, over aiohttp.
+
+Liveness never depends on an external API: a pool whose Prefect API is down says so in its
+conditions, an Event and the ``prefect_job_operator_prefect_api_up`` metric, and the process
+(with every other pool) keeps running. See ARCHITECTURE.md, "Health".
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from aiohttp import web
 
+from prefect_job_operator.metrics import CONTENT_TYPE
 from prefect_job_operator.registry import OperatorContext
 
 
 def build_app(ctx: OperatorContext) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
-        ok, detail = ctx.healthy(datetime.now(UTC))
+        ok, detail = ctx.alive(time.monotonic())
+        body = {"message": "OK" if ok else "The operator is stuck", **detail}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        alive, detail = ctx.alive(time.monotonic())
+        ok = alive and ctx.kopf_started
         body = {
-            "message": "OK" if ok else "Worker may be unresponsive at this time",
-            "pools": detail,
+            "message": "OK" if ok else ("Starting" if alive else "The operator is stuck"),
+            **detail,
+            # BaseWorker's 30-poll-interval rule, per pool: information, not readiness
+            # (a pool's Prefect outage must not take /metrics out of the Service).
+            "pools": ctx.polls(datetime.now(UTC)),
         }
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
-            text=ctx.metrics.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=ctx.metrics.render().encode(),
+            headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"},
         )
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/health", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
 

@@ -1,159 +1,192 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""The operator's Prometheus metrics, on prometheus-client (process and GC metrics included).
 
-A handful of counters, gauges and histograms keyed by label tuples is all the operator
-needs; keeping it here avoids another runtime dependency.
+Per-pool series carry two labels, ``namespace`` and ``workpool`` (the WorkPool CR), and are
+removed when the WorkPool goes away (`Metrics.forget_pool`), so a deleted pool leaves no
+stale series behind. Each `Metrics` has its own registry (tests build many).
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import Counter as _PromCounter
+from prometheus_client import Gauge as _PromGauge
+from prometheus_client import Histogram as _PromHistogram
+
+# ``*_created`` series double the exposition and no dashboard of ours reads them.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LabelValues = tuple[str, ...]
+POOL_LABELS: tuple[str, ...] = ("namespace", "workpool")
+"""The labels of every per-pool series: the WorkPool CR's namespace and name."""
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
-def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+class _Family:
+    """A labelled metric that remembers its label sets, so a pool's series can be removed."""
 
+    def __init__(
+        self, registry: CollectorRegistry, metric: _PromCounter | _PromGauge | _PromHistogram
+    ) -> None:
+        self._registry = registry
+        self._metric = metric
+        self.labelnames: tuple[str, ...] = tuple(metric._labelnames)
+        self.values_seen: set[LabelValues] = set()
 
-@dataclass
-class _Scalar:
-    """One float per label set; Counter and Gauge differ only in how it changes."""
+    def _child(self, labels: LabelValues):  # type: ignore[no-untyped-def]
+        self.values_seen.add(labels)
+        return self._metric.labels(*labels) if labels else self._metric
 
     name: str
-    help: str
-    labelnames: tuple[str, ...] = ()
-    values: dict[LabelValues, float] = field(default_factory=dict)
-    kind = "untyped"
 
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} {self.kind}"
-        for labels, value in sorted(self.values.items()):
-            yield f"{self.name}{_labels(self.labelnames, labels)} {value}"
+    def value(self, *labels: str) -> float | None:
+        """A counter's or gauge's current value, None if the series does not exist."""
+        return self._registry.get_sample_value(
+            self.name, dict(zip(self.labelnames, labels, strict=True))
+        )
 
-
-@dataclass
-class Counter(_Scalar):
-    kind = "counter"
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        self.values[labels] = self.values.get(labels, 0.0) + amount
-
-
-@dataclass
-class Gauge(_Scalar):
-    kind = "gauge"
-
-    def set(self, value: float, *labels: str) -> None:
-        self.values[labels] = value
+    def total(self, *prefix: str) -> float:
+        """The sum over every series whose first label values are `prefix`."""
+        return sum(
+            self.value(*labels) or 0.0
+            for labels in self.values_seen
+            if labels[: len(prefix)] == prefix
+        )
 
     def remove(self, *labels: str) -> None:
-        self.values.pop(labels, None)
+        if labels in self.values_seen:
+            self.values_seen.discard(labels)
+            self._metric.remove(*labels)
+
+    def remove_matching(self, prefix: LabelValues) -> int:
+        """Remove every series whose first label values are `prefix`; how many went."""
+        gone = [lv for lv in self.values_seen if lv[: len(prefix)] == prefix]
+        for labels in gone:
+            self.remove(*labels)
+        return len(gone)
 
 
-@dataclass
-class Histogram:
-    name: str
-    help: str
-    labelnames: tuple[str, ...] = ()
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-    series: dict[LabelValues, list[float]] = field(default_factory=dict)
+class Counter(_Family):
+    def __init__(self, registry: CollectorRegistry, name: str, doc: str, labels: Iterable[str]):
+        super().__init__(registry, _PromCounter(name, doc, tuple(labels), registry=registry))
+        self.name = name
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self._child(labels).inc(amount)
+
+
+class Gauge(_Family):
+    def __init__(self, registry: CollectorRegistry, name: str, doc: str, labels: Iterable[str]):
+        super().__init__(registry, _PromGauge(name, doc, tuple(labels), registry=registry))
+        self.name = name
+
+    def set(self, value: float, *labels: str) -> None:
+        self._child(labels).set(value)
+
+
+class Histogram(_Family):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        doc: str,
+        labels: Iterable[str],
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+    ) -> None:
+        super().__init__(
+            registry, _PromHistogram(name, doc, tuple(labels), registry=registry, buckets=buckets)
+        )
+        self.name = name
 
     def observe(self, value: float, *labels: str) -> None:
-        counts = self.series.setdefault(labels, [0.0] * (len(self.buckets) + 2))
-        counts[bisect.bisect_left(self.buckets, value)] += 1  # per-bucket, cumulated on render
-        counts[-1] += value
-
-    def render(self) -> Iterable[str]:
-        yield f"# HELP {self.name} {self.help}"
-        yield f"# TYPE {self.name} histogram"
-        for labels, counts in sorted(self.series.items()):
-            running = 0.0
-            for bound, count in zip(self.buckets, counts, strict=False):
-                running += count
-                le = f'le="{bound}"'
-                yield f"{self.name}_bucket{_labels(self.labelnames, labels, le)} {running}"
-            total = running + counts[len(self.buckets)]
-            inf = 'le="+Inf"'
-            yield f"{self.name}_bucket{_labels(self.labelnames, labels, inf)} {total}"
-            yield f"{self.name}_count{_labels(self.labelnames, labels)} {total}"
-            yield f"{self.name}_sum{_labels(self.labelnames, labels)} {counts[-1]}"
+        self._child(labels).observe(value)
 
 
 class Metrics:
     """The operator's metrics; one instance per process."""
 
     def __init__(self) -> None:
-        p = "prefect_job_operator"
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r, p, pool = self.registry, "prefect_job_operator", POOL_LABELS
         self.runs_dispatched = Counter(
-            f"{p}_runs_dispatched_total", "Flow runs whose Job was created.", ("pool",)
+            r, f"{p}_runs_dispatched_total", "Flow runs whose Job was created.", pool
         )
         self.runs_claim_lost = Counter(
+            r,
             f"{p}_runs_claim_lost_total",
             "Pending proposals not accepted (another worker, concurrency limit).",
-            ("pool", "reason"),
+            (*pool, "reason"),
         )
         self.runs_crashed = Counter(
-            f"{p}_runs_crashed_total", "Flow runs this operator marked Crashed.", ("pool", "reason")
+            r,
+            f"{p}_runs_crashed_total",
+            "Flow runs this operator marked Crashed.",
+            (*pool, "reason"),
         )
         self.runs_cancelled = Counter(
-            f"{p}_runs_cancelled_total", "Flow runs this operator marked Cancelled.", ("pool",)
+            r, f"{p}_runs_cancelled_total", "Flow runs this operator marked Cancelled.", pool
         )
         self.submission_failures = Counter(
-            f"{p}_submission_failures_total", "Submissions that failed.", ("pool", "stage")
+            r, f"{p}_submission_failures_total", "Submissions that failed.", (*pool, "stage")
         )
         self.dispatch_latency = Histogram(
+            r,
             f"{p}_dispatch_latency_seconds",
             "From the run's scheduled start time to the creation of its Job.",
-            ("pool",),
+            pool,
         )
         self.submit_duration = Histogram(
-            f"{p}_submit_duration_seconds", "Claim → Job created → pid recorded.", ("pool",)
+            r, f"{p}_submit_duration_seconds", "Claim → Job created → pid recorded.", pool
         )
         self.poll_duration = Histogram(
-            f"{p}_poll_duration_seconds", "Duration of get_scheduled_flow_runs.", ("pool",)
+            r, f"{p}_poll_duration_seconds", "Duration of get_scheduled_flow_runs.", pool
         )
         self.api_requests = Counter(
-            f"{p}_prefect_api_requests_total", "Prefect API requests.", ("route", "status")
+            r, f"{p}_prefect_api_requests_total", "Prefect API requests.", ("route", "status")
         )
         self.api_latency = Histogram(
-            f"{p}_prefect_api_request_seconds", "Prefect API request latency.", ("route",)
+            r, f"{p}_prefect_api_request_seconds", "Prefect API request latency.", ("route",)
         )
         self.api_errors = Counter(
-            f"{p}_prefect_api_errors_total", "Prefect API errors after retries.", ("pool", "kind")
+            r,
+            f"{p}_prefect_api_errors_total",
+            "Prefect API errors after retries.",
+            (*pool, "kind"),
+        )
+        self.api_up = Gauge(
+            r,
+            f"{p}_prefect_api_up",
+            "1 when the pool's last Prefect API call succeeded, 0 while its API is unreachable.",
+            pool,
         )
         self.runs_by_state = Gauge(
-            f"{p}_runs", "Flow runs of the pool on Kubernetes, by phase.", ("pool", "phase")
+            r, f"{p}_runs", "Flow runs of the pool on Kubernetes, by phase.", (*pool, "phase")
         )
-        self.pool_ready = Gauge(f"{p}_pool_ready", "1 when the pool is Ready.", ("pool",))
+        self.pool_ready = Gauge(r, f"{p}_pool_ready", "1 when the pool is Ready.", pool)
         self.last_poll = Gauge(
-            f"{p}_last_poll_timestamp_seconds", "Unix time of the last successful poll.", ("pool",)
+            r,
+            f"{p}_last_poll_timestamp_seconds",
+            "Unix time of the last successful poll.",
+            pool,
         )
         self.leader = Gauge(
-            f"{p}_pool_leader", "1 when this replica holds the pool's Lease.", ("pool",)
+            r, f"{p}_pool_leader", "1 when this replica holds the pool's Lease.", pool
         )
-        self.extra: list[Callable[[], Iterable[str]]] = []
-
-    def on_api_request(self, method: str, route: str, status: int | None, seconds: float) -> None:
-        """Hook handed to the Prefect client."""
-        key = f"{method} {route}"
-        self.api_requests.inc(key, str(status) if status is not None else "error")
-        self.api_latency.observe(seconds, key)
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in (
+        self._per_pool: tuple[_Family, ...] = (
             self.runs_dispatched,
             self.runs_claim_lost,
             self.runs_crashed,
@@ -162,15 +195,24 @@ class Metrics:
             self.dispatch_latency,
             self.submit_duration,
             self.poll_duration,
-            self.api_requests,
-            self.api_latency,
             self.api_errors,
+            self.api_up,
             self.runs_by_state,
             self.pool_ready,
             self.last_poll,
             self.leader,
-        ):
-            lines.extend(metric.render())
-        for extra in self.extra:
-            lines.extend(extra())
-        return "\n".join(lines) + "\n"
+        )
+
+    def on_api_request(self, method: str, route: str, status: int | None, seconds: float) -> None:
+        """Hook handed to the Prefect client."""
+        key = f"{method} {route}"
+        self.api_requests.inc(key, str(status) if status is not None else "error")
+        self.api_latency.observe(seconds, key)
+
+    def forget_pool(self, namespace: str, name: str) -> int:
+        """Remove every series of a WorkPool (it was deleted); how many went."""
+        return sum(family.remove_matching((namespace, name)) for family in self._per_pool)
+
+    def render(self) -> str:
+        """The text exposition format."""
+        return generate_latest(self.registry).decode()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.runtime import PoolRuntime, poll_is_stale
 from prefect_job_operator.dispatch.sweep import apply_actions
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
@@ -32,6 +34,8 @@ class OperatorContext:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     pools: dict[str, PoolRuntime] = field(default_factory=dict)
     by_pool_id: dict[str, PoolRuntime] = field(default_factory=dict)
+    loop_tick: float | None = None
+    kopf_started: bool = False
 
     def __copy__(self) -> OperatorContext:
         return self
@@ -74,18 +78,44 @@ class OperatorContext:
             record.outcome_reported = False
             record.infra_pending_reported = False
 
-    def healthy(self, now: datetime) -> tuple[bool, dict[str, Any]]:
-        """BaseWorker's rule per led pool: the last poll within 30 poll intervals."""
+    # ---- health ------------------------------------------------------------------------
+    # Liveness is the operator's own health, never an external API's: one pool's Prefect
+    # outage must not restart the process and every other pool with it. BaseWorker's
+    # 30-interval rule stays per pool (the Polling condition, the pool_ready metric) and is
+    # reported by /readyz for information without failing it.
+
+    async def watchdog(self) -> None:
+        """Tick every second; the tick's lag is how long the event loop was blocked."""
+        while True:
+            self.loop_tick = time.monotonic()
+            await asyncio.sleep(1.0)
+
+    def alive(self, now: float) -> tuple[bool, dict[str, Any]]:
+        """/healthz: the event loop runs and no led pool's loop is stuck."""
+        s = self.settings
+        lag = now - self.loop_tick if self.loop_tick is not None else 0.0
+        ok = lag <= s.liveness_loop_lag_seconds
+        detail: dict[str, Any] = {"eventLoopLagSeconds": round(max(lag, 0.0), 1)}
+        stuck = {}
+        for key, rt in self.pools.items():
+            stalled = rt.loops.stalled(now, s.liveness_stall_seconds)
+            if stalled:
+                stuck[key] = stalled
+        if stuck:
+            ok = False
+            detail["stalledLoops"] = stuck
+        return ok, detail
+
+    def polls(self, now: datetime) -> dict[str, Any]:
+        """BaseWorker's rule per pool (for /readyz's body): standby, ok or stale."""
         detail: dict[str, Any] = {}
-        ok = True
         for key, rt in self.pools.items():
             if not rt.health.leader:
                 detail[key] = "standby"
                 continue
+            interval = rt.spec.worker.poll_interval_seconds
             last = rt.health.last_poll or self.started
-            limit = rt.spec.worker.poll_interval_seconds * 30
-            age = (now - last).total_seconds()
-            pool_ok = age <= limit
-            ok = ok and pool_ok
-            detail[key] = {"ok": pool_ok, "secondsSinceLastPoll": round(age, 1)}
-        return ok, detail
+            stale = poll_is_stale(last, interval, now)
+            age = round((now - last).total_seconds(), 1)
+            detail[key] = {"ok": not stale, "secondsSinceLastPoll": age}
+        return detail

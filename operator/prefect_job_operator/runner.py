@@ -51,6 +51,7 @@ async def _main(settings: OperatorSettings, namespaces: list[str]) -> None:
         metrics=Metrics(),
         events=EventSink(kube, "prefect-job-operator"),
     )
+    watchdog = asyncio.create_task(ctx.watchdog())
     health = await start_server(ctx, settings.health_host, settings.health_port)
     kopf_settings = kopf.OperatorSettings()
     handlers.configure(kopf_settings, settings.instance, settings.workpool_selector)
@@ -66,5 +67,6 @@ async def _main(settings: OperatorSettings, namespaces: list[str]) -> None:
             namespaces=namespaces,
         )
     finally:
+        watchdog.cancel()
         await health.cleanup()
         await kube.close()

@@ -64,7 +64,21 @@ class OperatorSettings(BaseSettings):
         "cluster.",
     )
     health_host: str = "0.0.0.0"
-    health_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz and /metrics.")
+    health_port: int = Field(
+        8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics."
+    )
+    liveness_stall_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="/healthz fails when a pool's loop (poll, heartbeat, sweep, status, lease) has "
+        "not finished an iteration for its interval plus this long: the operator itself is "
+        "stuck. A Prefect outage never trips it (calls time out and the loops go on).",
+    )
+    liveness_loop_lag_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="/healthz fails when the event loop was blocked for longer than this.",
+    )
     default_image: str = Field(
         "prefecthq/prefect:3.9.1-python3.11",
         description="Image of a Job whose template and job variables name none (upstream's rule).",
@@ -79,6 +93,16 @@ class OperatorSettings(BaseSettings):
         30.0,
         ge=0,
         description="How long a running flow may take to cancel itself before its Job is deleted.",
+    )
+    crash_log_tail_lines: int = Field(
+        500,
+        ge=0,
+        validation_alias=AliasChoices(
+            "PJO_CRASH_LOG_TAIL_LINES",
+            "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_FORWARD_CRASHED_RUN_LOGS_TAIL_LINES",
+        ),
+        description="Lines of a crashed pod's log forwarded to the flow run's logs (upstream's "
+        "forward_crashed_run_logs_tail_lines, same default); 0 turns forwarding off.",
     )
     infrastructure_pending_after_seconds: float = Field(
         5.0,

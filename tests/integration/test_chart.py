@@ -31,7 +31,7 @@ KUBE = ["--kube-version", "1.36.3"]
 # -- the rules the operator needs, written out once more on purpose ---------------------
 
 FRAMEWORK_EVENTS = [
-    ([""], ["events"], ["create", "patch"]),
+    ([""], ["events"], ["get", "create", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),
 ]
 APPLICATION = [
@@ -145,8 +145,8 @@ def test_the_deployment_is_hardened_and_probed(helm_bin: Path) -> None:
     assert c["image"] == "prefect-job-operator:0.1.0"
     assert c["args"] == ["run"]
     assert c["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["resources"]["requests"] == {"cpu": "100m", "memory": "192Mi"}
     assert c["resources"]["limits"] == {"memory": "512Mi"}
     assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]

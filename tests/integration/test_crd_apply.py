@@ -107,7 +107,9 @@ def test_minimal_example_gets_schema_defaults(crd: Cluster, k8s_namespace: str) 
     spec = _get(crd, k8s_namespace, "demo-pool")["spec"]
     assert spec["worker"]["pollIntervalSeconds"] == 10
     assert spec["worker"]["submitConcurrency"] == 4
-    assert spec["createIfMissing"] is True and spec["paused"] is False
+    assert spec["createIfMissing"] is True
+    # unset paused/concurrencyLimit are not managed, so the schema gives them no default
+    assert "paused" not in spec and "concurrencyLimit" not in spec
     assert "poolName" not in spec  # defaulted by the operator from metadata.name
 
 
@@ -150,6 +152,8 @@ def test_status_keeps_kopf_fields_and_accepts_our_patch(crd: Cluster, k8s_namesp
         pool_type="kubernetes",
         worker_name="prefect-job-operator:x:demo-pool",
         lease_holder="pjo-0",
+        pool_paused=True,
+        pool_concurrency_limit="Unlimited",
         api_reachable=True,
         pool_synced=True,
         polling_ok=True,
@@ -184,6 +188,33 @@ def test_status_keeps_kopf_fields_and_accepts_our_patch(crd: Cluster, k8s_namesp
 
     table = crd.kubectl("get", "wp", "-n", k8s_namespace).stdout
     header, row = table.splitlines()[:2]
-    assert header.split()[:7] == ["NAME", "POOL", "TYPE", "READY", "RUNNING", "PENDING", "LAST"]
-    assert row.split()[:6] == ["demo-pool", "demo-pool", "kubernetes", "True", "2", "1"]
+    assert (status["paused"], status["concurrencyLimit"]) == (True, "Unlimited")
+    assert header.split()[:8] == [
+        "NAME",
+        "POOL",
+        "TYPE",
+        "READY",
+        "PAUSED",
+        "RUNNING",
+        "PENDING",
+        "LAST",
+    ]
+    assert row.split()[:7] == ["demo-pool", "demo-pool", "kubernetes", "True", "true", "2", "1"]
     assert "demo-pool" in crd.kubectl("get", "prefect", "-n", k8s_namespace).stdout
+
+
+@pytest.mark.parametrize("limit", [0, 7, "Unlimited"])
+def test_concurrency_limit_is_a_number_or_unlimited(
+    crd: Cluster, k8s_namespace: str, limit: int | str
+) -> None:
+    body = {
+        "apiVersion": v1alpha1.API_VERSION,
+        "kind": "WorkPool",
+        "metadata": {"name": "limited"},
+        "spec": {"concurrencyLimit": limit, "paused": True},
+    }
+    crd.kubectl("apply", "-n", k8s_namespace, "-f", "-", input=json.dumps(body))
+    stored = _get(crd, k8s_namespace, "limited")
+    assert (stored["spec"]["concurrencyLimit"], stored["spec"]["paused"]) == (limit, True)
+    spec = v1alpha1.WorkPoolSpec.from_cr(stored)
+    assert spec.managed_concurrency_limit == (True, None if limit == "Unlimited" else limit)

@@ -78,6 +78,8 @@ class FakeKube:
         self.deleted_jobs: list[tuple[str, str, int]] = []
         self.status_patches: list[tuple[str, str, Json]] = []
         self.events: list[Json] = []
+        """Every occurrence posted, as {type, reason, message} (aggregated or not)."""
+        self.event_objects: dict[tuple[str, str], Json] = {}
         self.calls: Counter[str] = Counter()
         self.fail: dict[str, BaseException] = {}
         self.before: dict[str, Callable[[], None]] = {}
@@ -179,18 +181,32 @@ class FakeKube:
         self._enter("patch_status")
         self.status_patches.append((namespace, name, copy.deepcopy(status)))
 
-    async def post_event(
-        self,
-        involved: Mapping[str, Any],
-        *,
-        type_: str,
-        reason: str,
-        message: str,
-        component: str,
-        now: str,
-    ) -> None:
-        self._enter("post_event")
-        self.events.append({"type": type_, "reason": reason, "message": message})
+    async def create_event(self, namespace: str, body: Json) -> Json:
+        self._enter("create_event")
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.event_objects:
+            raise KubeError(409, "AlreadyExists", f'events "{name}" already exists')
+        self.event_objects[(namespace, name)] = copy.deepcopy(body)
+        self.events.append(
+            {"type": body["type"], "reason": body["reason"], "message": body["message"]}
+        )
+        return copy.deepcopy(body)
+
+    async def patch_event(self, namespace: str, name: str, patch: Json) -> Json:
+        self._enter("patch_event")
+        event = self.event_objects.get((namespace, name))
+        if event is None:
+            raise KubeError(404, "NotFound", f'events "{name}" not found')
+        event.update(copy.deepcopy(patch))
+        self.events.append(
+            {"type": event["type"], "reason": event["reason"], "message": event["message"]}
+        )
+        return copy.deepcopy(event)
+
+    async def read_event(self, namespace: str, name: str) -> Json | None:
+        self._enter("read_event")
+        event = self.event_objects.get((namespace, name))
+        return copy.deepcopy(event) if event is not None else None
 
     # Leases (optimistic concurrency on metadata.resourceVersion, as the API server does)
     async def read_lease(self, namespace: str, name: str) -> Json | None:

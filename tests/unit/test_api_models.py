@@ -40,7 +40,9 @@ def test_empty_spec_gets_every_default() -> None:
     assert spec.type == "kubernetes"
     assert spec.work_queues == []
     assert spec.limit is None and spec.concurrency_limit is None
-    assert (spec.paused, spec.create_if_missing, spec.deletion_policy) == (False, True, "Retain")
+    # paused and concurrencyLimit unset: not managed, the Prefect side decides (issue #10)
+    assert (spec.paused, spec.create_if_missing, spec.deletion_policy) == (None, True, "Retain")
+    assert spec.managed_concurrency_limit == (False, None)
     assert spec.base_job_template is None and spec.base_job_template_from is None
     w = spec.worker
     assert (w.poll_interval_seconds, w.prefetch_seconds, w.heartbeat_interval_seconds) == (
@@ -244,3 +246,14 @@ def test_status_model_reads_a_status_with_kopf_fields() -> None:
     )
     assert status.conditions[0].type == "Ready"
     assert status.counts is not None and status.counts.running == 3
+
+
+def test_concurrency_limit_unset_number_or_unlimited() -> None:
+    """Unset: not managed; a number: enforced; 'Unlimited': enforce no limit."""
+    assert WorkPoolSpec.from_cr(cr({"concurrencyLimit": 0})).managed_concurrency_limit == (True, 0)
+    assert WorkPoolSpec.from_cr(cr({"concurrencyLimit": 7})).managed_concurrency_limit == (True, 7)
+    unlimited = WorkPoolSpec.from_cr(cr({"concurrencyLimit": "Unlimited"}))
+    assert unlimited.managed_concurrency_limit == (True, None)
+    for bad in (-1, "unlimited", "none"):
+        with pytest.raises(InvalidSpecError, match="concurrencyLimit"):
+            WorkPoolSpec.from_cr(cr({"concurrencyLimit": bad}))

@@ -254,3 +254,25 @@ def test_naive_and_offset_times_become_utc_z() -> None:
 def test_pending_age_is_never_negative() -> None:
     report = PoolReport(oldest_pending_since=T1)
     assert status_patch(report, previous={}, generation=1, now=T0)["oldestPendingAgeSeconds"] == 0
+
+
+def test_live_pause_and_limit_reach_the_status_only_when_read() -> None:
+    from prefect_job_operator.dispatch.worker import live_pause_and_limit
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert live_pause_and_limit({}) == (None, None)
+    assert live_pause_and_limit({"id": "p", "is_paused": True, "concurrency_limit": 3}) == (
+        True,
+        3,
+    )
+    paused, limit = live_pause_and_limit({"id": "p", "is_paused": False})
+    assert (paused, limit) == (False, "Unlimited")
+    patch = status_patch(
+        PoolReport(pool_paused=paused, pool_concurrency_limit=limit),
+        previous={},
+        generation=1,
+        now=now,
+    )
+    assert (patch["paused"], patch["concurrencyLimit"]) == (False, "Unlimited")
+    unknown = status_patch(PoolReport(), previous={}, generation=1, now=now)
+    assert "paused" not in unknown and "concurrencyLimit" not in unknown

@@ -65,7 +65,10 @@ def test_schema_is_structural() -> None:
     for path, node in _schemas(_root()):
         for forbidden in ("$ref", "$defs", "anyOf", "allOf", "oneOf", "title", "nullable"):
             assert forbidden not in node, f"{path} has {forbidden}"
-        assert "type" in node, f"{path} has no type"
+        # int-or-string is the one structural node without a type (the API server's rule)
+        assert "type" in node or node.get("x-kubernetes-int-or-string") is True, (
+            f"{path} has no type"
+        )
         assert node.get("additionalProperties") in (None,) or isinstance(
             node["additionalProperties"], dict
         ), path
@@ -99,7 +102,16 @@ def test_names_scope_and_subresources() -> None:
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Pool", "Type", "Ready", "Running", "Pending", "Last Poll", "Age"]
+    assert list(columns) == [
+        "Pool",
+        "Type",
+        "Ready",
+        "Paused",
+        "Running",
+        "Pending",
+        "Last Poll",
+        "Age",
+    ]
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Last Poll"]["type"] == "date"
 

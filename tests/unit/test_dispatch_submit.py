@@ -82,7 +82,7 @@ async def test_claim_won_creates_one_labelled_job_and_records_pid(world) -> None
     assert rec.pid_recorded and not rec.pid_queued
     assert rt.submitting == set()
     assert rt.counters.submitted == 1
-    assert rt.metrics.runs_dispatched.values[(rt.key,)] == 1
+    assert rt.metrics.runs_dispatched.value(*rt.metric_labels) == 1
 
 
 async def test_submitting_state_is_proposed_before_the_job_when_enabled() -> None:
@@ -157,7 +157,7 @@ async def test_claim_lost_creates_no_job(world) -> None:
     assert [p[:2] for p in client.proposed(run_id)] == [("PENDING", "Pending")]
     assert client.calls["set_infrastructure_pid"] == 0
     assert rt.counters.submitted == 0
-    assert sum(rt.metrics.runs_claim_lost.values.values()) == 1
+    assert rt.metrics.runs_claim_lost.total(*rt.metric_labels) == 1
 
 
 async def test_poll_skips_runs_being_submitted_or_already_tracked(world) -> None:
@@ -280,7 +280,7 @@ async def test_namespace_outside_job_namespaces_crashes(world) -> None:
     message = client.runs[run_id]["state"]["message"]
     assert message.startswith(f"{SUBMIT_FAILED}: ")
     assert "'team-b'" in message and "spec.jobNamespaces" in message and "default" in message
-    assert rt.metrics.submission_failures.values[(rt.key, "render")] == 1
+    assert rt.metrics.submission_failures.value(*rt.metric_labels, "render") == 1
     assert rt.counters.crashed == 1
 
 
@@ -406,7 +406,9 @@ KUBE_METHODS = [
     "read_secret_value",
     "read_configmap_value",
     "patch_status",
-    "post_event",
+    "create_event",
+    "patch_event",
+    "read_event",
     "read_lease",
     "create_lease",
     "replace_lease",

@@ -1,5 +1,6 @@
-"""OperatorContext: Job/Pod events routed to the right pool, leadership gating, the /healthz
-rule, and the pool report behind the CR status."""
+"""OperatorContext: Job/Pod events routed to the right pool, leadership gating, the liveness
+rule (/healthz: the operator's own health) and BaseWorker's poll rule, and the pool report
+behind the CR status."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import timedelta
 from typing import cast
 
 from prefect_job_operator.api import conditions as c
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.runtime import PoolRuntime, poll_is_stale
 from prefect_job_operator.dispatch.worker import report, write_status
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
@@ -100,63 +101,65 @@ async def test_unregister_stops_routing() -> None:
     assert rt_a.key not in ctx.pools
 
 
-def test_healthy_uses_thirty_poll_intervals() -> None:
+def test_liveness_ignores_a_pool_whose_api_is_down_for_hours() -> None:
+    """Issue #10 item 4: one pool's Prefect outage never fails /healthz."""
     ctx, (rt_a, _), (rt_b, _) = two_pools()
-    interval = rt_a.spec.worker.poll_interval_seconds
     t = now()
-    rt_a.health.last_poll = t - timedelta(seconds=interval * 30 - 1)
-    rt_b.health.last_poll = t - timedelta(seconds=1)
-    ok, detail = ctx.healthy(t)
-    assert ok
-    assert detail[rt_a.key]["ok"] is True
+    rt_a.health.last_poll = t - timedelta(hours=5)  # stale by BaseWorker's rule
+    rt_a.health.api_reachable = False
+    rt_a.health.polling_ok = True
+    rt_b.health.last_poll = t
+    mono = 1000.0
+    ctx.loop_tick = mono - 0.5
+    for rt in (rt_a, rt_b):  # the loops go on, each iteration failing fast
+        rt.loops.mark("poll", 1.0, mono - 2)
+    ok, detail = ctx.alive(mono)
+    assert ok, detail
+    # ... while the per-pool rule still says so, for /readyz's body and the condition
+    polls = ctx.polls(t)
+    assert polls[rt_a.key]["ok"] is False and polls[rt_b.key]["ok"] is True
+    assert report(rt_a).poll_reason == c.REASON_STALE
 
-    rt_a.health.last_poll = t - timedelta(seconds=interval * 30 + 1)
-    ok, detail = ctx.healthy(t)
-    assert not ok
-    assert detail[rt_a.key] == {"ok": False, "secondsSinceLastPoll": interval * 30 + 1}
-    assert detail[rt_b.key]["ok"] is True
+
+def test_liveness_fails_on_a_stuck_loop_or_a_blocked_event_loop() -> None:
+    ctx, (rt_a, _), _ = two_pools()
+    stall = ctx.settings.liveness_stall_seconds
+    mono = 10_000.0
+    ctx.loop_tick = mono
+    rt_a.loops.mark("heartbeat", 5.0, mono - 5.0 - stall + 1)
+    assert ctx.alive(mono)[0] is True
+    rt_a.loops.mark("heartbeat", 5.0, mono - 5.0 - stall - 1)
+    ok, detail = ctx.alive(mono)
+    assert not ok and detail["stalledLoops"] == {rt_a.key: {"heartbeat": 5.0 + stall + 1}}
+    rt_a.loops.clear()  # leadership ended: nothing to judge
+    assert ctx.alive(mono)[0] is True
+    ctx.loop_tick = mono - ctx.settings.liveness_loop_lag_seconds - 1
+    assert ctx.alive(mono)[0] is False
 
 
-def test_healthy_respects_a_custom_poll_interval() -> None:
-    kube = FakeKube()
-    ctx = context(kube)
-    rt, _, _ = make_runtime(
-        spec={"api": {"url": "http://p:4200/api"}, "worker": {"pollIntervalSeconds": 2}},
-        kube=kube,
-    )
-    ctx.register(rt)
+def test_poll_staleness_is_thirty_poll_intervals_in_one_place() -> None:
     t = now()
-    rt.health.last_poll = t - timedelta(seconds=61)
-    assert ctx.healthy(t)[0] is False
-    rt.health.last_poll = t - timedelta(seconds=59)
-    assert ctx.healthy(t)[0] is True
+    assert not poll_is_stale(None, 10, t)
+    assert not poll_is_stale(t - timedelta(seconds=10 * 30 - 1), 10, t)
+    assert poll_is_stale(t - timedelta(seconds=10 * 30 + 1), 10, t)
+    assert poll_is_stale(t - timedelta(seconds=61), 2, t)
+    assert not poll_is_stale(t - timedelta(seconds=59), 2, t)
 
 
-def test_standby_pools_are_healthy() -> None:
+def test_polls_report_standby_and_count_a_leader_that_never_polled_from_start() -> None:
     ctx, (rt_a, _), (rt_b, _) = two_pools(leader_a=False)
-    rt_a.health.last_poll = None
-    rt_b.health.last_poll = now()
-    ok, detail = ctx.healthy(now())
-    assert ok
-    assert detail[rt_a.key] == "standby"
-    assert detail[rt_b.key]["ok"] is True
-    rt_b.health.leader = False  # a day later, both standing by: still healthy
-    ok, detail = ctx.healthy(now() + timedelta(days=1))
-    assert ok
-    assert detail == {rt_a.key: "standby", rt_b.key: "standby"}
+    rt_b.health.last_poll = None
+    interval = rt_b.spec.worker.poll_interval_seconds
+    assert ctx.polls(ctx.started + timedelta(seconds=interval * 30 - 1)) == {
+        rt_a.key: "standby",
+        rt_b.key: {"ok": True, "secondsSinceLastPoll": interval * 30 - 1},
+    }
+    assert ctx.polls(ctx.started + timedelta(seconds=interval * 30 + 1))[rt_b.key]["ok"] is False
 
 
-def test_leader_that_never_polled_counts_from_process_start() -> None:
-    ctx, (rt_a, _), (rt_b, _) = two_pools()
-    rt_b.health.leader = False
-    interval = rt_a.spec.worker.poll_interval_seconds
-    assert ctx.healthy(ctx.started + timedelta(seconds=interval * 30 - 1))[0] is True
-    assert ctx.healthy(ctx.started + timedelta(seconds=interval * 30 + 1))[0] is False
-
-
-def test_no_pools_is_healthy() -> None:
+def test_no_pools_is_alive() -> None:
     ctx = context(FakeKube())
-    assert ctx.healthy(now()) == (True, {})
+    assert ctx.alive(0.0)[0] is True and ctx.polls(now()) == {}
 
 
 # --------------------------------------------------------------------------- pool report
@@ -204,4 +207,4 @@ async def test_write_status_patches_ready_and_sets_gauges() -> None:
     ready = next(x for x in patch["conditions"] if x["type"] == c.READY)
     assert ready["status"] == "True"
     assert patch["counts"]["submitted"] == 7
-    assert rt.metrics.pool_ready.values[(rt.key,)] == 1.0
+    assert rt.metrics.pool_ready.value(*rt.metric_labels) == 1.0

@@ -14,6 +14,7 @@ import os
 import uuid
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -39,11 +40,25 @@ def _container(job: dict[str, Any]) -> dict[str, Any]:
     return first
 
 
+def upstream_settings_order(worker_env: dict[str, str]) -> list[str]:
+    """The env names upstream's worker copies into a Job, in its order: what
+    ``get_current_settings().to_environment_variables(exclude_unset=True)`` returns with
+    `worker_env` set (the other variables of this process may add names, never reorder)."""
+    from prefect.settings import Settings
+
+    with mock.patch.dict(os.environ, worker_env):
+        return list(Settings().to_environment_variables(exclude_unset=True))
+
+
 def _upstream_base_env(case: dict[str, Any]) -> dict[str, str]:
-    """What upstream's worker would inject: the same plain settings plus real credentials."""
+    """What upstream's worker would inject: the same plain settings plus real credentials, in
+    the order upstream's settings model gives them."""
     worker = worker_context(case)
     env = {str(k): str(v) for k, v in (case.get("worker_env") or {}).items()}
-    return {**worker.prefect_env, **{var: env[var] for var in worker.secret_env}}
+    values = {**worker.prefect_env, **{var: env[var] for var in worker.secret_env}}
+    order = upstream_settings_order(env)
+    assert set(values) <= set(order), set(values) - set(order)
+    return {name: values[name] for name in order if name in values}
 
 
 def normalised_upstream(case: dict[str, Any], upstream: dict[str, Any], ours: dict[str, Any]):
@@ -128,6 +143,50 @@ def test_sample_cases_match_the_committed_oracle_output(path: Path) -> None:
         keys = sorted(k for k in call["keys"] if k != "PREFECT_SERVER_EPHEMERAL_ENABLED")
         assert sorted(secret["stringData"]) == keys
         assert secret["metadata"].get("labels") == call["labels"]
+
+
+def test_worker_settings_env_is_in_upstreams_order() -> None:
+    """Issue #10 item 5 (held-out case): a worker setting among the credentials keeps
+    upstream's order, which `$(VAR)` expansion depends on."""
+    case = _load(ORACLE / "case1.json")
+    case["worker_env"] = {
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+        "PREFECT_API_URL": "http://prefect-server:4200/api",
+        "PREFECT_API_KEY": "pnu_FAKEKEY",
+    }
+    ours = assert_same_as_upstream(case)
+    names = [e["name"] for e in _container(ours["job"])["env"]]
+    assert names[:5] == [
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "PREFECT_LOGGING_LEVEL",
+        "PREFECT__FLOW_RUN_ID",
+        "PREFECT__WORKER_NAME",
+    ], names
+
+
+def test_settings_order_is_prefects() -> None:
+    """rendering/prefect_settings_order.py is generated from the installed prefect."""
+    from prefect.settings import Settings
+    from prefect.settings.base import PrefectBaseSettings
+
+    from prefect_job_operator.rendering.prefect_settings_order import SETTINGS_ENV_ORDER
+
+    def walk(cls: type[PrefectBaseSettings]) -> list[str]:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        names: list[str] = []
+        for name, field in cls.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, PrefectBaseSettings):
+                names += walk(ann)
+            else:
+                names.append((prefix + name).upper())
+        return names
+
+    assert list(SETTINGS_ENV_ORDER) == walk(Settings)
+    some = {"PREFECT_LOGGING_LEVEL": "DEBUG", "PREFECT_API_URL": "http://x/api"}
+    upstream = [n for n in upstream_settings_order(some) if n in some]
+    assert upstream == [n for n in SETTINGS_ENV_ORDER if n in some]
 
 
 def test_case3_api_key_secret_is_redacted_and_referenced() -> None:

@@ -211,7 +211,7 @@ async def test_running_run_whose_job_is_gone_is_crashed() -> None:
     [(type_, _, message, _)] = client.proposed(run_id)
     assert type_ == "CRASHED" and message == f"Kubernetes Job {PID} was deleted."
     assert rt.counters.crashed == 1
-    assert rt.metrics.runs_crashed.values[(rt.key, "JobDeleted")] == 1
+    assert rt.metrics.runs_crashed.value(*rt.metric_labels, "JobDeleted") == 1
 
 
 async def test_running_run_with_live_job_is_left_alone() -> None:
@@ -457,3 +457,27 @@ def test_recovery_sweep_runs_first_then_by_interval_and_yields_to_a_backlog() ->
 
     rt.last_recovery_sweep = None  # a new leadership term recovers at once, backlog or not
     assert recovery_sweep_due(rt, t + 100)
+
+
+async def test_crash_log_tail_is_upstreams_500_lines_by_default_and_a_setting() -> None:
+    """Issue #10 item 10: the tail was fixed at 50 lines; upstream forwards 500."""
+    for setting, expected in ((None, 500), (120, 120), (0, 0)):
+        rt, client, kube = make_runtime()
+        if setting is not None:
+            rt.settings = rt.settings.model_copy(update={"crash_log_tail_lines": setting})
+        rt.telemetry = Telemetry(client, worker_name=rt.worker_name, pool=rt.pool)  # type: ignore[arg-type]
+        run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
+        _with_job(rt, kube, run_id, None)
+        pod = pod_json(run_id, JOB, phase="Failed", exit_code=1)
+        kube.pod_logs[("default", pod["metadata"]["name"])] = "".join(
+            f"line {i:04d}\n" for i in range(1000)
+        )
+        await apply_actions(rt, rt.table.observe_pod("MODIFIED", pod))
+        forwarded = [log.message for log in rt.telemetry.logs if "line " in log.message]
+        if expected == 0:
+            assert forwarded == [] and kube.calls.get("pod_log_tail", 0) == 0
+            continue
+        [text] = forwarded
+        lines = [x for x in text.splitlines() if x.startswith("line ")]
+        assert len(lines) == expected, len(lines)
+        assert lines[-1] == "line 0999" and lines[0] == f"line {1000 - expected:04d}"

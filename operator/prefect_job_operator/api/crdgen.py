@@ -5,8 +5,10 @@ pydantic's JSON schema is close to what Kubernetes wants but not structural: it 
 ``additionalProperties``. `structural_schema` rewrites it: references are inlined,
 ``X | None`` becomes plain ``X`` (the API server prunes nulls of non-nullable fields, so
 ``null`` in YAML means "use the default", which is what optional means here), and free-form
-objects get ``x-kubernetes-preserve-unknown-fields``. The YAML emitter is our own so the
-runtime needs no YAML library and the output is byte-for-byte deterministic.
+objects get ``x-kubernetes-preserve-unknown-fields``; an ``int | str`` field marked
+``x-kubernetes-int-or-string`` keeps only that marker (its CEL rule narrows it). The YAML
+emitter is our own so the runtime needs no YAML library and the output is byte-for-byte
+deterministic.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def _resolve(node: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, A
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         siblings = {k: v for k, v in node.items() if k != "$ref"}
         return _merge(_resolve(target, defs), siblings)
+    if "anyOf" in node and node.get("x-kubernetes-int-or-string"):
+        # int-or-string needs no type; the field's CEL rule says which values are allowed
+        return {k: v for k, v in node.items() if k != "anyOf"}
     if "anyOf" in node:
         options = [opt for opt in node["anyOf"] if opt.get("type") != "null"]
         if len(options) != 1:
@@ -97,6 +102,7 @@ def _printer_columns() -> list[dict[str, Any]]:
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         },
+        {"name": "Paused", "type": "boolean", "jsonPath": ".status.paused"},
         {"name": "Running", "type": "integer", "jsonPath": ".status.counts.running"},
         {"name": "Pending", "type": "integer", "jsonPath": ".status.counts.pending"},
         {"name": "Last Poll", "type": "date", "jsonPath": ".status.lastPollTime"},

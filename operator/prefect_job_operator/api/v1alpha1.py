@@ -92,6 +92,11 @@ POOL_NAME_PREFIX_MESSAGE: Final = (
 METADATA_NAME_PREFIX_MESSAGE: Final = (
     "Prefect reserves pool names starting with 'prefect': set spec.poolName to another name"
 )
+CONCURRENCY_LIMIT_MESSAGE: Final = (
+    "concurrencyLimit must be a number >= 0 or 'Unlimited' (leave it unset to manage it in Prefect)"
+)
+UNLIMITED: Final = "Unlimited"
+"""spec.concurrencyLimit / status.concurrencyLimit: the pool has no concurrency limit."""
 NAME_CHARS_MESSAGE: Final = "must not contain '/' or '%' (Prefect rejects them in names)"
 
 _TEMPLATE_RULES: list[JsonValue] = [
@@ -385,13 +390,27 @@ class WorkPoolSpec(_Spec):
         description="Most flow runs in flight on Kubernetes for this pool (Jobs that are Pending "
         "or Running). Default: no limit.",
     )
-    concurrency_limit: int | None = Field(
+    concurrency_limit: int | Literal["Unlimited"] | None = Field(
         None,
-        ge=0,
-        description="The Prefect work pool's concurrency limit, set through the Prefect API "
-        "(Prefect then stops handing out runs). Default: unset (unlimited).",
+        description="The Prefect work pool's concurrency limit (Prefect then stops handing out "
+        "runs): a number (0 holds every run), or 'Unlimited' to enforce no limit. Unset: not "
+        "managed, whatever is set in the Prefect UI or CLI stays (status.concurrencyLimit "
+        "shows it). A value set here is enforced: an edit in Prefect is put back.",
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "x-kubernetes-validations": [
+                cel(
+                    "type(self) == string ? self == 'Unlimited' : self >= 0",
+                    CONCURRENCY_LIMIT_MESSAGE,
+                )
+            ],
+        },
     )
-    paused: bool = Field(False, description="Pause the Prefect work pool.")
+    paused: bool | None = Field(
+        None,
+        description="Pause (true) or unpause (false) the Prefect work pool, enforced. Unset: "
+        "not managed, pausing in the Prefect UI or CLI stays (status.paused shows it).",
+    )
     create_if_missing: bool = Field(
         True, description="Create the Prefect work pool if it does not exist."
     )
@@ -443,6 +462,22 @@ class WorkPoolSpec(_Spec):
             if problem is not None:
                 raise ValueError(problem)
         return value
+
+    @field_validator("concurrency_limit")
+    @classmethod
+    def _limit(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError(CONCURRENCY_LIMIT_MESSAGE)
+        return value
+
+    @property
+    def managed_concurrency_limit(self) -> tuple[bool, int | None]:
+        """(managed, limit): unset is not managed; 'Unlimited' enforces None (no limit)."""
+        if self.concurrency_limit is None:
+            return False, None
+        if self.concurrency_limit == UNLIMITED:
+            return True, None
+        return True, int(self.concurrency_limit)
 
     @model_validator(mode="after")
     def _one_template_source(self) -> WorkPoolSpec:
@@ -619,6 +654,15 @@ class WorkPoolStatus(_Status):
     worker_name: str | None = Field(None, description="Worker name used in heartbeats.")
     lease_holder: str | None = Field(
         None, description="Operator replica that holds this pool's Lease and dispatches."
+    )
+    paused: bool | None = Field(
+        None, description="Whether the Prefect work pool is paused (live, read from Prefect)."
+    )
+    concurrency_limit: int | Literal["Unlimited"] | None = Field(
+        None,
+        description="The Prefect work pool's concurrency limit (live, read from Prefect): a "
+        "number or 'Unlimited'.",
+        json_schema_extra={"x-kubernetes-int-or-string": True},
     )
     last_poll_time: str | None = Field(
         None,

@@ -50,6 +50,45 @@ class Health:
     """The JobNamespaces condition (None until the first sync)."""
 
 
+POLL_STALE_FACTOR = 30
+"""BaseWorker's rule: a worker is healthy while its last poll is within 30 poll intervals."""
+
+
+def poll_is_stale(last_poll: datetime | None, poll_interval_seconds: float, now: datetime) -> bool:
+    """BaseWorker's 30-interval rule, the one place it lives. A pool that never polled is not
+    stale here (its condition says Pending until the first poll)."""
+    if last_poll is None:
+        return False
+    return (now - last_poll).total_seconds() > poll_interval_seconds * POLL_STALE_FACTOR
+
+
+@dataclass
+class LoopProgress:
+    """When each loop of a leadership term last finished an iteration (monotonic seconds).
+
+    Read by the liveness rule: a loop that has not finished an iteration for its interval
+    plus ``PJO_LIVENESS_STALL_SECONDS`` is stuck (every call it makes has a timeout, so a
+    Prefect outage only makes iterations fail quickly, never stall).
+    """
+
+    stamps: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """loop name -> (last progress, the loop's interval)."""
+
+    def mark(self, name: str, interval: float, now: float) -> None:
+        self.stamps[name] = (now, interval)
+
+    def clear(self) -> None:
+        self.stamps.clear()
+
+    def stalled(self, now: float, stall_seconds: float) -> dict[str, float]:
+        """Loops without progress for longer than their interval + `stall_seconds`: age."""
+        return {
+            name: round(now - last, 1)
+            for name, (last, interval) in self.stamps.items()
+            if now - last > interval + stall_seconds
+        }
+
+
 @dataclass
 class Counters:
     submitted: int = 0
@@ -86,6 +125,7 @@ class PoolRuntime:
     seeded: bool = False
     telemetry: Telemetry | None = None
     events: EventSink | None = None
+    loops: LoopProgress = field(default_factory=LoopProgress)
     followup_limiter: anyio.CapacityLimiter = field(init=False)
     """Bounds the pid/labels writes that trail the Job creates: half the submission slots,
     so bookkeeping keeps up without taking the server from the claims of a burst."""
@@ -105,10 +145,10 @@ class PoolRuntime:
         """Counters for the CR status and metrics, from the one place states are written."""
         if kind == "crashed":
             self.counters.crashed += 1
-            self.metrics.runs_crashed.inc(self.key, reason)
+            self.metrics.runs_crashed.inc(*self.metric_labels, reason)
         elif kind == "cancelled":
             self.counters.cancelled += 1
-            self.metrics.runs_cancelled.inc(self.key)
+            self.metrics.runs_cancelled.inc(*self.metric_labels)
 
     def telemetry_log(self, flow_run_id: str, level: int, message: str) -> None:
         """A worker log line on the flow run (shown in the Prefect UI), batched."""
@@ -123,6 +163,11 @@ class PoolRuntime:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def metric_labels(self) -> tuple[str, str]:
+        """The ``namespace`` and ``workpool`` labels of this pool's metric series."""
+        return self.namespace, self.name
 
     @property
     def pool_name(self) -> str:

@@ -84,9 +84,9 @@ async def poll_once(
         work_queue_names=spec.work_queues,
         scheduled_before=_now() + timedelta(seconds=spec.worker.prefetch_seconds),
     )
-    rt.metrics.poll_duration.observe(time.monotonic() - started, rt.key)
+    rt.metrics.poll_duration.observe(time.monotonic() - started, *rt.metric_labels)
     rt.health.last_poll = _now()
-    rt.metrics.last_poll.set(rt.health.last_poll.timestamp(), rt.key)
+    rt.metrics.last_poll.set(rt.health.last_poll.timestamp(), *rt.metric_labels)
     now = _now()
     fresh = [
         r
@@ -230,7 +230,9 @@ async def submit_run(
     started = time.monotonic()
     claim = await rt.writer.claim(run_id)
     if not claim.won:
-        rt.metrics.runs_claim_lost.inc(rt.key, claim.state_name or claim.state_type or "unknown")
+        rt.metrics.runs_claim_lost.inc(
+            *rt.metric_labels, claim.state_name or claim.state_type or "unknown"
+        )
         log.debug("Flow run %s not claimed: %s %s", run_id, claim.state_name, claim.reason)
         return None
     rt.counters.submitted += 1
@@ -265,7 +267,7 @@ async def launch(
         stage = "kubernetes"
         job = await create_job_idempotent(rt, rendered)
     except (RenderError, SubmissionError, KubeError, PrefectAPIError) as exc:
-        rt.metrics.submission_failures.inc(rt.key, stage)
+        rt.metrics.submission_failures.inc(*rt.metric_labels, stage)
         message = f"{SUBMIT_FAILED}: {exc}"
         log.warning("Flow run %s: %s", run_id, message)
         rt.telemetry_log(run_id, logging.ERROR, message)
@@ -282,11 +284,13 @@ async def launch(
     rec = rt.table.get(run_id)
     if rec is not None:
         rec.pid_queued = True  # the sweep's (older) snapshot must not PATCH it too
-    rt.metrics.runs_dispatched.inc(rt.key)
-    rt.metrics.submit_duration.observe(time.monotonic() - started, rt.key)
+    rt.metrics.runs_dispatched.inc(*rt.metric_labels)
+    rt.metrics.submit_duration.observe(time.monotonic() - started, *rt.metric_labels)
     due = run.next_scheduled_start_time or run.expected_start_time
     if due is not None:
-        rt.metrics.dispatch_latency.observe(max((_now() - due).total_seconds(), 0.0), rt.key)
+        rt.metrics.dispatch_latency.observe(
+            max((_now() - due).total_seconds(), 0.0), *rt.metric_labels
+        )
     rt.telemetry_log(
         run_id, logging.INFO, f"Flow run '{run.name}' submitted to infrastructure as Job {pid}"
     )

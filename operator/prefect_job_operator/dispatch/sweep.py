@@ -72,18 +72,29 @@ async def _crash(rt: PoolRuntime, rec: RunRecord, message: str, *, delete_job: b
         await rt.event_k8s("Warning", "FlowRunCrashed", f"Flow run {run.name}: {message}")
 
 
+MAX_CRASH_LOG_CHARS = 900_000
+"""Below Prefect's default ``PREFECT_LOGGING_TO_API_MAX_LOG_SIZE`` (1,000,000)."""
+
+
 async def _forward_crash_logs(rt: PoolRuntime, rec: RunRecord) -> None:
-    """The tail of the crashed container's log, as flow-run ERROR logs (best-effort)."""
+    """The tail of the crashed container's log, as flow-run ERROR logs (best-effort).
+
+    ``PJO_CRASH_LOG_TAIL_LINES`` lines (upstream's default, 500); the text is cut only at
+    Prefect's own log size limit, keeping the last lines.
+    """
+    lines = rt.settings.crash_log_tail_lines
+    if lines <= 0:
+        return
     for pod_name in list(rec.pods)[-1:]:
         try:
-            text = await rt.kube.pod_log_tail(rec.namespace, pod_name, "prefect-job", 50)
+            text = await rt.kube.pod_log_tail(rec.namespace, pod_name, "prefect-job", lines)
         except KubeError:
             return
         if text.strip():
             rt.telemetry_log(
                 rec.flow_run_id,
                 40,
-                f"Last lines of pod {pod_name} before the crash:\n{text[-8000:]}",
+                f"Last lines of pod {pod_name} before the crash:\n{text[-MAX_CRASH_LOG_CHARS:]}",
             )
 
 

@@ -1,6 +1,8 @@
 """Make the Prefect work pool match the WorkPool spec, and keep the worker online.
 
-An explicit template (inline or from a ConfigMap) is enforced; without one, an existing
+Only what the spec sets is managed: ``paused`` and ``concurrencyLimit`` left unset belong to
+the Prefect side (UI, CLI), set they are enforced and drift is put back. An explicit template
+(inline or from a ConfigMap) is enforced; without one, an existing
 pool's template is left alone and an empty one gets the `kubernetes` default, as the
 upstream worker does, except that the default's ``namespace`` variable defaults to the
 WorkPool's namespace (also in a pool that holds the stock default with another namespace).
@@ -71,6 +73,7 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
     client = rt.client
     wanted_template = await desired_template(rt)
     changes: list[str] = []
+    limit_managed, limit = spec.managed_concurrency_limit
     try:
         pool = await client.read_work_pool(rt.pool_name)
     except WorkPoolNotFound:
@@ -85,8 +88,8 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
                 type=spec.type,
                 base_job_template=wanted_template or default_base_job_template(rt.namespace),
                 description=spec.description,
-                concurrency_limit=spec.concurrency_limit,
-                is_paused=spec.paused,
+                concurrency_limit=limit,
+                is_paused=bool(spec.paused),
             )
             changes.append("Created")
         except WorkPoolAlreadyExists:
@@ -102,9 +105,10 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
         updates["base_job_template"] = default_base_job_template(rt.namespace)
     if spec.description is not None and pool.description != spec.description:
         updates["description"] = spec.description
-    if pool.concurrency_limit != spec.concurrency_limit:
-        updates["concurrency_limit"] = spec.concurrency_limit
-    if pool.is_paused != spec.paused:
+    # Unset in the spec = not managed: a pause or limit set in the Prefect UI/CLI stays.
+    if limit_managed and pool.concurrency_limit != limit:
+        updates["concurrency_limit"] = limit
+    if spec.paused is not None and pool.is_paused != spec.paused:
         updates["is_paused"] = spec.paused
     if updates:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +16,14 @@ import anyio
 
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.job_namespaces import ALL, forbidden_message, namespace_report
-from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, VERSION
+from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, UNLIMITED, VERSION
 from prefect_job_operator.dispatch import sweep
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.runtime import (
+    POLL_STALE_FACTOR,
+    LoopProgress,
+    PoolRuntime,
+    poll_is_stale,
+)
 from prefect_job_operator.dispatch.submit import poll_once
 from prefect_job_operator.dispatch.sync import SyncProblem, heartbeat, sync_pool
 from prefect_job_operator.dispatch.telemetry import Telemetry
@@ -38,8 +43,6 @@ from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
 
 log = logging.getLogger(__name__)
 
-HEALTH_FACTOR = 30  # BaseWorker: healthy while the last poll is within 30 poll intervals
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -49,21 +52,38 @@ class LeadershipLost(Exception):
     pass
 
 
-def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
-    """Fold an API failure into the APIReachable facet."""
+async def note_api_error(rt: PoolRuntime, exc: Exception) -> None:
+    """Fold an API failure into the APIReachable facet; losing the API is an Event and
+    the ``prefect_api_up`` gauge (whichever loop notices first)."""
+    was = rt.health.api_reachable
     if isinstance(exc, Unauthorized):
         rt.health.api_reachable, rt.health.api_error = False, f"Unauthorized: {exc}"
     elif isinstance(exc, APIUnreachable) or (
         isinstance(exc, PrefectAPIError) and (exc.status is None or exc.status >= 500)
     ):
         rt.health.api_reachable, rt.health.api_error = False, str(exc)
-    rt.metrics.api_errors.inc(rt.key, type(exc).__name__)
+    rt.metrics.api_errors.inc(*rt.metric_labels, type(exc).__name__)
+    if rt.health.api_reachable is False:
+        rt.metrics.api_up.set(0.0, *rt.metric_labels)
+        if was is not False:
+            reason = "Unauthorized" if isinstance(exc, Unauthorized) else "APIUnreachable"
+            await rt.event_k8s("Warning", reason, str(exc))
 
 
-def note_api_ok(rt: PoolRuntime) -> None:
+async def note_api_ok(rt: PoolRuntime) -> None:
     if rt.health.api_reachable is False:
         log.info("Prefect API reachable again for %s", rt.key)
+        await rt.event_k8s("Normal", "APIReachable", "The Prefect API answers again.")
     rt.health.api_reachable, rt.health.api_error = True, None
+    rt.metrics.api_up.set(1.0, *rt.metric_labels)
+
+
+def live_pause_and_limit(pool: Mapping[str, Any]) -> tuple[bool | None, int | str | None]:
+    """The Prefect pool's pause and limit as the status shows them (None: not read yet)."""
+    if not pool.get("id"):
+        return None, None
+    limit = pool.get("concurrency_limit")
+    return bool(pool.get("is_paused")), UNLIMITED if limit is None else int(limit)
 
 
 def report(rt: PoolRuntime) -> PoolReport:
@@ -76,11 +96,10 @@ def report(rt: PoolRuntime) -> PoolReport:
     if not h.leader:
         polling_ok, poll_reason = False, c.REASON_NOT_LEADER
         poll_error = f"Another replica ({h.lease_holder}) holds this pool's Lease."
-    elif h.last_poll is not None and polling_ok:
-        limit = rt.spec.worker.poll_interval_seconds * HEALTH_FACTOR
-        if (now - h.last_poll).total_seconds() > limit:
-            polling_ok, poll_reason = False, c.REASON_STALE
-            poll_error = f"No successful poll for more than {limit}s."
+    elif polling_ok and poll_is_stale(h.last_poll, rt.spec.worker.poll_interval_seconds, now):
+        limit = rt.spec.worker.poll_interval_seconds * POLL_STALE_FACTOR
+        polling_ok, poll_reason = False, c.REASON_STALE
+        poll_error = f"No successful poll for more than {limit}s."
     api_reason = None
     if h.api_reachable is False:
         api_reason = (
@@ -88,8 +107,11 @@ def report(rt: PoolRuntime) -> PoolReport:
             if (h.api_error or "").startswith("Unauthorized")
             else c.REASON_UNREACHABLE
         )
+    paused, live_limit = live_pause_and_limit(rt.pool)
     return PoolReport(
         pool_id=rt.pool_id,
+        pool_paused=paused,
+        pool_concurrency_limit=live_limit,
         pool_name=rt.pool_name,
         pool_type=rt.spec.type,
         worker_name=rt.worker_name,
@@ -123,18 +145,26 @@ async def write_status(rt: PoolRuntime) -> None:
     patch = status_patch(
         rep, previous=rt.body.get("status") or {}, generation=rt.generation, now=_now()
     )
-    rt.metrics.runs_by_state.set(rep.counts.pending, rt.key, "pending")
-    rt.metrics.runs_by_state.set(rep.counts.running, rt.key, "running")
+    rt.metrics.runs_by_state.set(rep.counts.pending, *rt.metric_labels, "pending")
+    rt.metrics.runs_by_state.set(rep.counts.running, *rt.metric_labels, "running")
     ready: dict[str, Any] = next((x for x in patch["conditions"] if x["type"] == c.READY), {})
-    rt.metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, rt.key)
+    rt.metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, *rt.metric_labels)
     try:
         await rt.kube.patch_status(GROUP, VERSION, PLURAL, rt.namespace, rt.name, patch)
     except KubeError as exc:
         log.warning("Writing the status of WorkPool %s failed: %s", rt.key, exc)
 
 
-async def _every(seconds: float, fn: Callable[[], Awaitable[Any]], name: str) -> None:
-    """Call fn forever at a fixed interval; one failure never ends the loop."""
+async def _every(
+    seconds: float,
+    fn: Callable[[], Awaitable[Any]],
+    name: str,
+    progress: LoopProgress | None = None,
+) -> None:
+    """Call fn forever at a fixed interval; one failure never ends the loop. Each finished
+    iteration, failed or not, is progress (the liveness rule reads it)."""
+    if progress is not None:
+        progress.mark(name, seconds, time.monotonic())
     while True:
         started = time.monotonic()
         try:
@@ -143,6 +173,8 @@ async def _every(seconds: float, fn: Callable[[], Awaitable[Any]], name: str) ->
             raise
         except Exception:
             log.exception("The %s loop failed; it continues", name)
+        if progress is not None:
+            progress.mark(name, seconds, time.monotonic())
         await anyio.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
 
@@ -151,7 +183,7 @@ async def _sync_and_heartbeat(
 ) -> None:
     try:
         changes = await sync_pool(rt)
-        note_api_ok(rt)
+        await note_api_ok(rt)
         if rt.health.pool_synced is not True or changes:
             await rt.event_k8s(
                 "Normal",
@@ -183,12 +215,9 @@ async def _sync_and_heartbeat(
             exc.reason,
             exc.message,
         )
-        note_api_ok(rt)
+        await note_api_ok(rt)
     except PrefectAPIError as exc:
-        was = rt.health.api_reachable
-        note_api_error(rt, exc)
-        if was is not False and rt.health.api_reachable is False:
-            await rt.event_k8s("Warning", "APIUnreachable", str(exc))
+        await note_api_error(rt, exc)
         if isinstance(exc, Unauthorized):
             rt.health.pool_synced, rt.health.sync_reason = False, c.REASON_UNAUTHORIZED
             rt.health.sync_error = str(exc)
@@ -199,7 +228,7 @@ async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.Capacit
         return
     try:
         await poll_once(rt, tg, limiter)
-        note_api_ok(rt)
+        await note_api_ok(rt)
         rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
             True,
             c.REASON_POLLING,
@@ -220,7 +249,7 @@ async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.Capacit
             str(exc),
         )
     except PrefectAPIError as exc:
-        note_api_error(rt, exc)
+        await note_api_error(rt, exc)
         rt.health.polling_ok, rt.health.poll_reason, rt.health.poll_error = (
             False,
             c.REASON_POLL_FAILED,
@@ -266,7 +295,7 @@ async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
             await sweep.sweep_final_with_jobs(rt)
             rt.table.forget_finished(_now())
     except PrefectAPIError as exc:
-        note_api_error(rt, exc)
+        await note_api_error(rt, exc)
 
 
 async def seed_table(rt: PoolRuntime, namespaces: list[str | None] | None = None) -> None:
@@ -340,31 +369,45 @@ async def lead(
         if not await lease.try_acquire():
             raise LeadershipLost()
 
+    loops = rt.loops
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_every, lease.duration / 3, renew, "lease")
+            tg.start_soon(_every, lease.duration / 3, renew, "lease", loops)
             tg.start_soon(
                 _every,
                 w.heartbeat_interval_seconds,
                 lambda: _sync_and_heartbeat(rt, registry_hook),
                 "heartbeat",
+                loops,
             )
-            tg.start_soon(_every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll")
             tg.start_soon(
-                _every, rt.settings.sweep_interval_seconds, lambda: _sweep(rt, tick), "sweep"
+                _every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll", loops
+            )
+            tg.start_soon(
+                _every,
+                rt.settings.sweep_interval_seconds,
+                lambda: _sweep(rt, tick),
+                "sweep",
+                loops,
             )
             tg.start_soon(
                 _every,
                 1.0,
                 lambda: sweep.apply_actions(rt, rt.table.check_deadlines(_now())),
                 "deadlines",
+                loops,
             )
             tg.start_soon(
-                _every, rt.settings.status_interval_seconds, lambda: write_status(rt), "status"
+                _every,
+                rt.settings.status_interval_seconds,
+                lambda: write_status(rt),
+                "status",
+                loops,
             )
             assert rt.telemetry is not None
             tg.start_soon(rt.telemetry.flush_forever)
     finally:
+        loops.clear()  # a standby has no loops to judge
         with anyio.CancelScope(shield=True):
             if rt.telemetry is not None:
                 rt.telemetry.event("prefect.worker.stopped", follows=started_event)
@@ -393,7 +436,7 @@ async def run_pool(
                 log.warning("Lease of %s: %s", rt.key, exc)
                 held = False
             rt.health.leader, rt.health.lease_holder = held, lease.holder
-            rt.metrics.leader.set(1.0 if held else 0.0, rt.key)
+            rt.metrics.leader.set(1.0 if held else 0.0, *rt.metric_labels)
             if not held:  # the leader owns the status; a standby stays silent
                 await anyio.sleep(lease.duration / 3)
                 continue

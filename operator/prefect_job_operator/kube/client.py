@@ -227,40 +227,33 @@ class Kube:
         )
 
     # Events ----------------------------------------------------------------------------
-    async def post_event(
-        self,
-        involved: Mapping[str, Any],
-        *,
-        type_: str,
-        reason: str,
-        message: str,
-        component: str,
-        now: str,
-    ) -> None:
-        meta = involved.get("metadata") or {}
-        ns = meta.get("namespace") or "default"
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'obj')}.", "namespace": ns},
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion"),
-                "kind": involved.get("kind"),
-                "name": meta.get("name"),
-                "namespace": ns,
-                "uid": meta.get("uid"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": component},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "reportingComponent": component,
-            "reportingInstance": component,
-        }
-        await self._json(self.core.create_namespaced_event(ns, _any(body), _preload_content=False))
+    async def create_event(self, namespace: str, body: Json) -> Json:
+        """POST a core/v1 Event (409 when its name exists)."""
+        return await self._json(
+            self.core.create_namespaced_event(namespace, _any(body), _preload_content=False)
+        )
+
+    async def patch_event(self, namespace: str, name: str, patch: Json) -> Json:
+        """Merge-patch a core/v1 Event (count, lastTimestamp, message, series)."""
+        return await self._json(
+            self.core.patch_namespaced_event(
+                name,
+                namespace,
+                _any(patch),
+                _preload_content=False,
+                _content_type="application/merge-patch+json",  # runtime-supported, not in stubs
+            )  # type: ignore[call-arg]
+        )
+
+    async def read_event(self, namespace: str, name: str) -> Json | None:
+        try:
+            return await self._json(
+                self.core.read_namespaced_event(name, namespace, _preload_content=False)
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     # Leases ----------------------------------------------------------------------------
     async def read_lease(self, namespace: str, name: str) -> Json | None:

@@ -1,9 +1,17 @@
-"""Kubernetes Events on WorkPools, deduplicated so a flapping condition is not a flood."""
+"""Kubernetes Events on WorkPools, aggregated the way client-go's EventRecorder does.
+
+Repeats of one (object, type, reason) are ONE Event object whose ``count`` and
+``lastTimestamp`` grow (and whose message is the latest), so ``kubectl describe wp`` shows
+``(x5 over 3m)`` instead of five lines, and a crash loop costs one PATCH per crash instead of
+one new object. The Event name is deterministic (involved object name + a hash of the key),
+so a restarted operator continues the count of the Event it finds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -12,35 +20,130 @@ from prefect_job_operator.kube.client import Kube, KubeError
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE = 1024
+MAX_TRACKED = 1000
+
+
+def event_name(involved: Mapping[str, Any], type_: str, reason: str) -> str:
+    """``<object name>.<16 hex of sha256(uid, type, reason)>``: the same key, the same Event."""
+    meta = involved.get("metadata") or {}
+    digest = hashlib.sha256(f"{meta.get('uid')}\0{type_}\0{reason}".encode()).hexdigest()[:16]
+    return f"{str(meta.get('name') or 'obj')[:200]}.{digest}"
+
+
+def event_body(
+    involved: Mapping[str, Any],
+    *,
+    name: str,
+    type_: str,
+    reason: str,
+    message: str,
+    component: str,
+    now: str,
+) -> dict[str, Any]:
+    """A new core/v1 Event with count 1."""
+    meta = involved.get("metadata") or {}
+    ns = meta.get("namespace") or "default"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta.get("name"),
+            "namespace": ns,
+            "uid": meta.get("uid"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "source": {"component": component},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "reportingComponent": component,
+        "reportingInstance": component,
+    }
+
+
+def repeat_patch(count: int, message: str, now: str) -> dict[str, Any]:
+    """The merge patch of an Event seen once more (what client-go's EventLogger sends)."""
+    return {"count": count, "lastTimestamp": now, "message": message[:MAX_MESSAGE]}
+
 
 class EventSink:
-    """Posts core/v1 Events; the same (object, reason, message) at most once a minute."""
+    """Posts core/v1 Events on WorkPools, one aggregated Event per (object, type, reason)."""
 
-    def __init__(self, kube: Kube, component: str, dedup_seconds: float = 60.0) -> None:
+    def __init__(self, kube: Kube, component: str) -> None:
         self.kube = kube
         self.component = component
-        self.dedup_seconds = dedup_seconds
-        self._recent: dict[tuple[str, str, str], float] = {}
+        self._counts: dict[tuple[str, str], int] = {}
+        """(namespace, event name) -> the count last written."""
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def post(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str
     ) -> None:
-        uid = str((involved.get("metadata") or {}).get("uid"))
-        key = (uid, reason, message)
-        now = time.monotonic()
-        if now - self._recent.get(key, -1e9) < self.dedup_seconds:
-            return
-        self._recent[key] = now
-        if len(self._recent) > 1000:
-            self._recent = {k: v for k, v in self._recent.items() if now - v < self.dedup_seconds}
+        """Record one occurrence; never raises (an Event is worth less than the caller)."""
+        meta = involved.get("metadata") or {}
+        ns = str(meta.get("namespace") or "default")
+        name = event_name(involved, type_, reason)
+        key = (ns, name)
+        if len(self._locks) > MAX_TRACKED:
+            self._forget_idle()
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            try:
+                await self._record(involved, key, type_, reason, message)
+            except KubeError as exc:
+                log.warning("Posting Event %s on %s failed: %s", reason, meta.get("name"), exc)
+
+    async def _record(
+        self,
+        involved: Mapping[str, Any],
+        key: tuple[str, str],
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        ns, name = key
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        count = self._counts.get(key)
+        if count is None:  # first time in this process: maybe a predecessor left one
+            existing = await self.kube.read_event(ns, name)
+            count = int(existing.get("count") or 1) if existing is not None else None
+        if count is not None:
+            try:
+                await self.kube.patch_event(ns, name, repeat_patch(count + 1, message, now))
+                self._counts[key] = count + 1
+                return
+            except KubeError as exc:
+                if exc.status != 404:  # 404: the Event expired (the API server's TTL)
+                    raise
+        body = event_body(
+            involved,
+            name=name,
+            type_=type_,
+            reason=reason,
+            message=message,
+            component=self.component,
+            now=now,
+        )
         try:
-            await self.kube.post_event(
-                involved,
-                type_=type_,
-                reason=reason,
-                message=message,
-                component=self.component,
-                now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            )
+            await self.kube.create_event(ns, body)
+            self._counts[key] = 1
         except KubeError as exc:
-            log.warning("Posting Event %s on %s failed: %s", reason, uid, exc)
+            if exc.status != 409:
+                raise
+            self._counts.pop(key, None)  # created concurrently elsewhere: count on top of it
+            existing = await self.kube.read_event(ns, name)
+            count = int((existing or {}).get("count") or 1)
+            await self.kube.patch_event(ns, name, repeat_patch(count + 1, message, now))
+            self._counts[key] = count + 1
+
+    def _forget_idle(self) -> None:
+        for key, lock in list(self._locks.items()):
+            if not lock.locked():
+                del self._locks[key]
+                self._counts.pop(key, None)

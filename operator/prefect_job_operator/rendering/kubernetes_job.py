@@ -6,12 +6,13 @@ Each function is one upstream step, applied in upstream's order by `render.py`.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from prefect_job_operator.rendering.contracts import SecretKeyRef, WorkerContext
 from prefect_job_operator.rendering.errors import RenderError
+from prefect_job_operator.rendering.prefect_settings_order import SETTINGS_ENV_ORDER
 from prefect_job_operator.rendering.slugs import (
     slugify_label_key,
     slugify_label_value,
@@ -88,13 +89,14 @@ def base_environment(
     Secret-backed variables get `secret_marker` as a stand-in value; `use_secret_refs`
     swaps them for `secretKeyRef`s once the env list is final.
     """
-    env: dict[str, str] = {}
+    settings: dict[str, str] = {}
     for key, value in worker.prefect_env.items():
         if key in worker.secret_env or key in NEVER_PLAIN or key in NEVER_INJECTED:
             continue
-        env[key] = value
+        settings[key] = value
     for key in worker.secret_env:
-        env[key] = secret_marker
+        settings[key] = secret_marker
+    env = {key: settings[key] for key in settings_order(settings)}
     env["PREFECT__FLOW_RUN_ID"] = str(flow_run["id"])
     if worker.worker_id is not None:
         env["PREFECT__WORKER_ID"] = str(worker.worker_id)
@@ -108,6 +110,17 @@ def base_environment(
     if deployment is not None and deployment.get("name"):
         env["PREFECT__DEPLOYMENT_NAME"] = deployment["name"]
     return env
+
+
+_SETTINGS_INDEX: Final = {name: i for i, name in enumerate(SETTINGS_ENV_ORDER)}
+
+
+def settings_order(names: Iterable[str]) -> list[str]:
+    """Prefect settings in the order upstream's worker copies them into a Job (the order of
+    Prefect's `Settings` model); names Prefect does not know keep their order, after those."""
+    given = list(names)
+    known = sorted((n for n in given if n in _SETTINGS_INDEX), key=_SETTINGS_INDEX.__getitem__)
+    return known + [n for n in given if n not in _SETTINGS_INDEX]
 
 
 NEVER_PLAIN: Final = frozenset({"PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"})

@@ -188,6 +188,8 @@ def status_patch(
         ("poolType", report.pool_type),
         ("workerName", report.worker_name),
         ("leaseHolder", report.lease_holder),
+        ("paused", report.pool_paused),
+        ("concurrencyLimit", report.pool_concurrency_limit),
     ):
         if value is not None:
             patch[key] = value

@@ -33,6 +33,10 @@ class PoolReport:
     pool_type: str | None = None
     worker_name: str | None = None
     lease_holder: str | None = None
+    pool_paused: bool | None = None
+    """The Prefect pool's live ``is_paused`` (None: not read yet)."""
+    pool_concurrency_limit: int | str | None = None
+    """The Prefect pool's live limit, ``"Unlimited"`` for none (None: not read yet)."""
     api_reachable: bool | None = None
     api_error: str | None = None
     api_reason: str | None = None
