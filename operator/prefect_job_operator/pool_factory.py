@@ -9,7 +9,7 @@ from prefect_job_operator import __version__
 from prefect_job_operator.api.v1alpha1 import InvalidSpecError, WorkPoolSpec
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.kube.client import KubeError
-from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.prefect_api.client import HeaderConflict, PrefectClient, TlsOptions
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.rendering import SecretKeyRef, WorkerContext
 from prefect_job_operator.writeback.prefect_states import StateWriter
@@ -51,13 +51,37 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
             secret_env["PREFECT_API_AUTH_STRING"] = SecretKeyRef(
                 settings.api_auth_string_secret_name, settings.api_auth_string_secret_key
             )
-    client = PrefectClient(
-        api_url,
-        api_key=api_key,
-        auth_string=auth_string,
-        user_agent=f"prefect-job-operator/{__version__}",
-        on_request=ctx.metrics.on_api_request,
-    )
+    tls = await _tls_options(ctx, spec, namespace)
+    api = spec.api
+    try:
+        client = PrefectClient(
+            api_url,
+            api_key=api_key,
+            auth_string=auth_string,
+            user_agent=f"prefect-job-operator/{__version__}",
+            on_request=ctx.metrics.on_api_request,
+            tls=tls,
+            custom_headers={**settings.client_custom_headers, **api.headers},
+            timeout=api.request_timeout_seconds or settings.api_request_timeout,
+            max_retries=(
+                api.max_retries if api.max_retries is not None else settings.client_max_retries
+            ),
+        )
+    except HeaderConflict as exc:
+        raise InvalidSpecError(f"spec.api.headers / PJO_CLIENT_CUSTOM_HEADERS: {exc}") from None
+    except ValueError as exc:
+        raise InvalidSpecError(f"spec.api.tls: {exc}") from None
+    job_env = {e.name: e.value for e in spec.job_env if e.value is not None}
+    for entry in spec.job_env:
+        if entry.value_from is not None:
+            ref3 = entry.value_from.secret_key_ref
+            secret_env[entry.name] = SecretKeyRef(ref3.name, ref3.key)
+    credential_secrets: dict[str, str] = {}
+    if spec.worker.create_secret_for_api_key:
+        if api_key and "PREFECT_API_KEY" not in secret_env:
+            credential_secrets["PREFECT_API_KEY"] = api_key
+        elif auth_string and not api_key and "PREFECT_API_AUTH_STRING" not in secret_env:
+            credential_secrets["PREFECT_API_AUTH_STRING"] = auth_string
     rt = PoolRuntime(
         namespace=namespace,
         name=str(meta.get("name")),
@@ -76,11 +100,41 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
         worker_name=rt.worker_name,
         work_pool_name=rt.pool_name,
         work_pool_id="",
-        prefect_env={"PREFECT_API_URL": api_url},
+        prefect_env={"PREFECT_API_URL": api_url, **job_env},
         secret_env=secret_env,
         default_image=settings.default_image,
+        template_env=dict(spec.template_env),
+        strict_template_env=True,
+        store_env_as_secret=spec.worker.store_env_as_secret,
+        credential_secrets=credential_secrets,
     )
     return rt
+
+
+async def _tls_options(ctx: OperatorContext, spec: WorkPoolSpec, namespace: str) -> TlsOptions:
+    """The pool's TLS settings, else the operator's (PJO_API_SSL_CERT_FILE, ...)."""
+    tls = spec.api.tls
+    if tls is None:
+        return TlsOptions(
+            ca_file=ctx.settings.api_ssl_cert_file,
+            insecure_skip_verify=ctx.settings.api_tls_insecure_skip_verify,
+        )
+    source = tls.ca_bundle_from
+    if source is None:
+        return TlsOptions(insecure_skip_verify=tls.insecure_skip_verify)
+    try:
+        if source.secret_key_ref is not None:
+            ref = source.secret_key_ref
+            pem = await ctx.kube.read_secret_value(namespace, ref.name, ref.key)
+        else:
+            assert source.config_map_key_ref is not None
+            cm = source.config_map_key_ref
+            pem = await ctx.kube.read_configmap_value(namespace, cm.name, cm.key)
+    except KubeError as exc:
+        raise InvalidSpecError(
+            f"spec.api.tls.caBundleFrom: cannot read the CA bundle: {exc}"
+        ) from None
+    return TlsOptions(ca_pem=pem)
 
 
 def bind_pool_id(ctx: OperatorContext, rt: PoolRuntime) -> None:

@@ -64,6 +64,8 @@ class OperatorContext:
     async def on_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
         rt = self._runtime_for(pod)
         if rt is not None:
+            if rt.health.leader and rt.telemetry is not None:
+                rt.telemetry.pod_event(event_type, pod)
             await self._act(rt, rt.table.observe_pod(event_type, pod))
 
     @staticmethod

@@ -36,6 +36,42 @@ class OperatorSettings(BaseSettings):
     api_auth_string: SecretStr | None = Field(
         None, validation_alias=AliasChoices("PJO_API_AUTH_STRING", "PREFECT_API_AUTH_STRING")
     )
+    api_ssl_cert_file: str | None = Field(
+        None,
+        validation_alias=AliasChoices("PJO_API_SSL_CERT_FILE", "PREFECT_API_SSL_CERT_FILE"),
+        description="PEM file of the CAs that verify the Prefect API's certificate (mount it "
+        "with the chart's extraVolumes); default: the system's CAs (SSL_CERT_FILE). A "
+        "WorkPool's spec.api.tls overrides it.",
+    )
+    api_tls_insecure_skip_verify: bool = Field(
+        False,
+        validation_alias=AliasChoices(
+            "PJO_API_TLS_INSECURE_SKIP_VERIFY", "PREFECT_API_TLS_INSECURE_SKIP_VERIFY"
+        ),
+        description="Do not verify the Prefect API's certificate (development only).",
+    )
+    client_custom_headers: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("PJO_CLIENT_CUSTOM_HEADERS", "PREFECT_CLIENT_CUSTOM_HEADERS"),
+        description="Extra headers on every Prefect API request, a JSON object such as "
+        '{"X-Proxy-Token": "abc"}. Authorization only without an API key or auth string; '
+        "never User-Agent or the CSRF headers. A WorkPool's spec.api.headers are added on top.",
+    )
+    api_request_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        validation_alias=AliasChoices("PJO_API_REQUEST_TIMEOUT", "PREFECT_API_REQUEST_TIMEOUT"),
+        description="Seconds one Prefect API request may take.",
+    )
+    client_max_retries: int = Field(
+        6,
+        ge=0,
+        le=20,
+        validation_alias=AliasChoices("PJO_CLIENT_MAX_RETRIES", "PREFECT_CLIENT_MAX_RETRIES"),
+        description="Retries of a Prefect API request after a transport error or 408/429/502/503 "
+        "(with backoff; Retry-After honoured).",
+    )
     api_key_secret_name: str | None = Field(
         None,
         description="Kubernetes Secret (in each Job namespace) holding the API key that Jobs "

@@ -203,6 +203,79 @@ class BaseJobTemplateFrom(_Spec):
     )
 
 
+class CaBundleFrom(_Spec):
+    """Where the PEM CA bundle that verifies the Prefect API's certificate lives."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                    "caBundleFrom: set exactly one of secretKeyRef and configMapKeyRef",
+                )
+            ]
+        }
+    )
+
+    secret_key_ref: SecretKeyRef | None = Field(
+        None, description="A Secret key (in the WorkPool's namespace) holding PEM certificates."
+    )
+    config_map_key_ref: ConfigMapKeyRef | None = Field(
+        None,
+        description="A ConfigMap key (in the WorkPool's namespace) holding PEM certificates.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CaBundleFrom:
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            raise ValueError("set exactly one of secretKeyRef and configMapKeyRef")
+        return self
+
+
+class ApiTlsSpec(_Spec):
+    """TLS towards the Prefect API (PREFECT_API_SSL_CERT_FILE, ..._TLS_INSECURE_SKIP_VERIFY)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.caBundleFrom) && has(self.insecureSkipVerify) "
+                    "&& self.insecureSkipVerify)",
+                    "api.tls: set caBundleFrom or insecureSkipVerify, not both",
+                )
+            ]
+        }
+    )
+
+    ca_bundle_from: CaBundleFrom | None = Field(
+        None,
+        description="Verify the API's certificate against these CAs instead of the operator's "
+        "(the PREFECT_API_SSL_CERT_FILE equivalent). Re-read when the pool restarts.",
+    )
+    insecure_skip_verify: bool = Field(
+        False,
+        description="Do not verify the API's certificate (PREFECT_API_TLS_INSECURE_SKIP_VERIFY). "
+        "For development only: anyone on the path can read the API key.",
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> ApiTlsSpec:
+        if self.ca_bundle_from is not None and self.insecure_skip_verify:
+            raise ValueError("set caBundleFrom or insecureSkipVerify, not both")
+        return self
+
+
+PROTECTED_HEADERS: Final = frozenset({"user-agent", "prefect-csrf-token", "prefect-csrf-client"})
+"""Headers the client manages itself (Prefect's own list); custom headers may not set them."""
+HEADERS_MESSAGE: Final = (
+    "api.headers must not set User-Agent, Prefect-Csrf-Token or Prefect-Csrf-Client "
+    "(managed by the operator)"
+)
+HeaderName = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+]
+
+
 class ApiSpec(_Spec):
     """How to reach the Prefect API."""
 
@@ -236,6 +309,48 @@ class ApiSpec(_Spec):
         "string. Read by the operator; Jobs get it as an env secretKeyRef, so the Secret must "
         "also exist in every Job namespace.",
     )
+
+    tls: ApiTlsSpec | None = Field(
+        None, description="TLS settings for an https:// API: a private CA, or no verification."
+    )
+    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=8192)]] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Extra HTTP headers on every request to the API "
+        "(PREFECT_CLIENT_CUSTOM_HEADERS), e.g. for an authenticating proxy. Authorization is "
+        "allowed only when no credentials Secret is set (it would replace the credentials); "
+        "User-Agent and the CSRF headers cannot be set.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(k, !(k.lowerAscii() in "
+                    "['user-agent', 'prefect-csrf-token', 'prefect-csrf-client']))",
+                    HEADERS_MESSAGE,
+                )
+            ]
+        },
+    )
+    request_timeout_seconds: float | None = Field(
+        None,
+        ge=1,
+        le=600,
+        description="Timeout of one API request (PREFECT_API_REQUEST_TIMEOUT). Default: the "
+        "operator's PJO_API_REQUEST_TIMEOUT.",
+    )
+    max_retries: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Retries of a request that failed with a transport error or 408/429/502/503 "
+        "(PREFECT_CLIENT_MAX_RETRIES). Default: the operator's PJO_CLIENT_MAX_RETRIES.",
+    )
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(k.lower() in PROTECTED_HEADERS for k in value):
+            raise ValueError(HEADERS_MESSAGE)
+        return value
 
     @model_validator(mode="after")
     def _one_credential(self) -> ApiSpec:
@@ -292,12 +407,83 @@ class WorkerSpec(_Spec):
         "quarter (docs/benchmarks.md).",
     )
 
+    pod_events: bool = Field(
+        True,
+        description="Emit the upstream observer's prefect.kubernetes.pod.* events (pending, "
+        "running, succeeded, failed, evicted) for the pods of this pool's Jobs, batched with "
+        "the worker events, so automations written for the kubernetes worker keep firing. "
+        "One event per pod phase.",
+    )
+    store_env_as_secret: bool = Field(
+        False,
+        description="Move each Job's plain env into a per-Job Secret read through envFrom "
+        "(upstream's PREFECT_INTEGRATIONS_KUBERNETES_WORKER_STORE_ENV_AS_SECRET). The Secret "
+        "is owned by its Job, so deleting the Job deletes it. Needs the chart's "
+        "rbac.createSecrets.",
+    )
+    create_secret_for_api_key: bool = Field(
+        False,
+        description="Give each Job the operator's Prefect API key (or auth string) through a "
+        "Secret the operator creates next to the Job, owned by it (upstream's "
+        "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_CREATE_SECRET_FOR_API_KEY, one Secret per Job "
+        "instead of one per worker). Ignored when api.apiKeySecretRef/authStringSecretRef or "
+        "PJO_API_KEY_SECRET_NAME already name a Secret. Needs the chart's rbac.createSecrets.",
+    )
+
     @field_validator("name")
     @classmethod
     def _name_chars(cls, value: str | None) -> str | None:
         if value is not None and ("/" in value or "%" in value):
             raise ValueError(NAME_CHARS_MESSAGE)
         return value
+
+
+ENV_NAME_PATTERN: Final = r"^[A-Za-z_][A-Za-z0-9_]*$"
+EnvName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)]
+CREDENTIAL_ENV: Final = frozenset({"PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"})
+
+
+class EnvVarSource(_Spec):
+    """Where a Job env value comes from (a subset of Kubernetes' EnvVarSource)."""
+
+    secret_key_ref: SecretKeyRef = Field(
+        description="A key of a Secret that must exist in every Job namespace."
+    )
+
+
+class JobEnvVar(_Spec):
+    """One env var added to every Job, like a worker setting upstream copies into Jobs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.value) != has(self.valueFrom)",
+                    "jobEnv: set exactly one of value and valueFrom",
+                ),
+                cel(
+                    "has(self.valueFrom) || "
+                    "!(self.name in ['PREFECT_API_KEY', 'PREFECT_API_AUTH_STRING'])",
+                    "jobEnv: PREFECT_API_KEY and PREFECT_API_AUTH_STRING may only come from "
+                    "valueFrom.secretKeyRef, never as a plain value",
+                ),
+            ]
+        }
+    )
+
+    name: EnvName = Field(description="Variable name.")
+    value: str | None = Field(None, max_length=32768, description="A literal value.")
+    value_from: EnvVarSource | None = Field(None, description="A Secret key instead of a value.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobEnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("set exactly one of value and valueFrom")
+        if self.value is not None and self.name in CREDENTIAL_ENV:
+            raise ValueError(
+                f"{self.name} may only come from valueFrom.secretKeyRef, never as a plain value"
+            )
+        return self
 
 
 class RecoverySpec(_Spec):
@@ -435,6 +621,26 @@ class WorkPoolSpec(_Spec):
                 )
             ],
         },
+    )
+    job_env: list[JobEnvVar] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Env vars added to every Job, where the upstream worker puts its own "
+        "Prefect settings (after PREFECT_API_URL and the credentials; the template, "
+        "deployment and flow run can override them). The operator's own environment is never "
+        "copied into Jobs: list here what Jobs need (PREFECT_LOGGING_LEVEL, ...).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    template_env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="The values that {{ $NAME }} placeholders of the base job template and job "
+        "variables read (upstream reads the worker's environment). A placeholder naming a "
+        "variable not listed here is an error (TemplateValid=False on this WorkPool), never an "
+        "empty string.",
     )
     worker: WorkerSpec = Field(
         default_factory=WorkerSpec,

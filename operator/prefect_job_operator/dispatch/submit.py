@@ -427,4 +427,6 @@ async def create_job_idempotent(rt: PoolRuntime, rendered: RenderedJob) -> dict[
             f"a Job named {rendered.name} already exists in {rendered.namespace} for another "
             "flow run"
         )
+    for secret in rendered.secrets:  # the replace above dropped the owner: set it again
+        await rt.kube.own_secret(rendered.namespace, secret["metadata"]["name"], existing)
     return existing

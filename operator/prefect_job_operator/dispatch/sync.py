@@ -14,6 +14,7 @@ import json
 import logging
 from typing import Any
 
+from prefect_job_operator.api.conditions import REASON_TEMPLATE_ENV_UNDECLARED
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.errors import (
@@ -22,6 +23,7 @@ from prefect_job_operator.prefect_api.errors import (
     WorkPoolNotFound,
 )
 from prefect_job_operator.rendering import default_base_job_template, is_stock_template
+from prefect_job_operator.rendering.templating import undeclared_env_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
     spec = rt.spec
     client = rt.client
     wanted_template = await desired_template(rt)
+    if wanted_template is not None:
+        check_template_env(rt, wanted_template)
     changes: list[str] = []
     limit_managed, limit = spec.managed_concurrency_limit
     try:
@@ -126,8 +130,10 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
             pool.type,
             spec.type,
         )
+    template = pool.base_job_template or default_base_job_template(rt.namespace)
+    check_template_env(rt, template)
     rt.pool = pool.model_dump(mode="json")
-    rt.template = pool.base_job_template or default_base_job_template(rt.namespace)
+    rt.template = template
     return changes
 
 
@@ -136,6 +142,18 @@ def _wants_default(current: dict[str, Any] | None, namespace: str) -> bool:
     if not current:
         return True
     return is_stock_template(current) and current != default_base_job_template(namespace)
+
+
+def check_template_env(rt: PoolRuntime, template: dict[str, Any]) -> None:
+    """An undeclared `{{ $NAME }}` stops the pool here, not as an empty string in every Job."""
+    missing = undeclared_env_placeholders(template.get("job_configuration"), rt.spec.template_env)
+    if missing:
+        raise SyncProblem(
+            REASON_TEMPLATE_ENV_UNDECLARED,
+            "The base job template reads {{ $NAME }} placeholders that spec.templateEnv does "
+            f"not declare: {', '.join(missing)}. Add them to spec.templateEnv (the operator "
+            "never fills them from its own environment).",
+        )
 
 
 async def heartbeat(rt: PoolRuntime) -> None:

@@ -20,6 +20,7 @@ from prefect_job_operator import __version__
 from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import PrefectAPIError
 from prefect_job_operator.prefect_api.models import LogRecord
+from prefect_job_operator.tracking.pod_events import PodEventLog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class Telemetry:
         self.events: list[dict[str, Any]] = []
         self.logs: list[LogRecord] = []
         self.enabled = True
+        self.pod_events_enabled = True
+        self.pod_events = PodEventLog()
 
     def worker_resource(self) -> dict[str, str]:
         slug = slugify(self.worker_name) or "worker"
@@ -81,6 +84,14 @@ class Telemetry:
                 }
             )
         return event_id
+
+    def pod_event(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
+        """Queue the observer's `prefect.kubernetes.pod.<phase>` event for a pod watch event."""
+        if not self.pod_events_enabled or len(self.events) >= 10 * MAX_BATCH:
+            return
+        event = self.pod_events.next_event(event_type, pod)
+        if event is not None:
+            self.events.append(event)
 
     def run_related(
         self,

@@ -358,6 +358,7 @@ async def lead(
     w = rt.spec.worker
     rt.telemetry = Telemetry(rt.client, worker_name=rt.worker_name, pool=rt.pool)
     rt.telemetry.enabled = w.emit_events
+    rt.telemetry.pod_events_enabled = w.pod_events
     limiter = anyio.CapacityLimiter(w.submit_concurrency)
     rt.last_recovery_sweep = None  # a new term starts with a recovery sweep
     await _sync_and_heartbeat(rt, registry_hook)

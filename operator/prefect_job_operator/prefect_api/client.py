@@ -20,9 +20,11 @@ import base64
 import email.utils
 import json as jsonlib
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
@@ -111,6 +113,76 @@ def _body(response: httpx.Response) -> Any:
         return response.text
 
 
+PROTECTED_HEADERS: Final = frozenset({"user-agent", "prefect-csrf-token", "prefect-csrf-client"})
+TLS_HINT: Final = (
+    "The API's certificate is not trusted: give the CA that signed it "
+    "(spec.api.tls.caBundleFrom, or PJO_API_SSL_CERT_FILE for the operator-wide API)"
+)
+
+
+class HeaderConflict(ValueError):
+    """Custom headers that would replace what the client manages (credentials, CSRF)."""
+
+
+def custom_request_headers(headers: Mapping[str, str], *, has_credentials: bool) -> dict[str, str]:
+    """Custom headers checked: never User-Agent/CSRF, Authorization only without credentials.
+
+    Prefect's client ignores the protected ones with a warning and lets a custom
+    Authorization replace the API key silently; here both are errors the user sees.
+    """
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in PROTECTED_HEADERS:
+            raise HeaderConflict(
+                f"custom header {name!r} is managed by the operator and cannot be set"
+            )
+        if lowered == "authorization" and has_credentials:
+            raise HeaderConflict(
+                "custom header 'Authorization' would replace the Prefect API key or auth "
+                "string: drop the header or the credentials"
+            )
+        out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """How to verify the API's certificate: PEM CAs, a CA file, no verification, or the
+    system's CAs (default)."""
+
+    ca_pem: str | None = None
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx takes as ``verify``; a bad bundle raises ValueError naming the source."""
+        if self.insecure_skip_verify:
+            return False
+        try:
+            if self.ca_pem is not None:
+                return ssl.create_default_context(cadata=self.ca_pem)
+            if self.ca_file is not None:
+                return ssl.create_default_context(cafile=self.ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            where = "the CA bundle" if self.ca_pem is not None else f"CA file {self.ca_file}"
+            raise ValueError(f"{where} holds no usable PEM certificate: {exc}") from None
+        return True
+
+
+def _tls_verify_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class PrefectClient:
     """Async client for the REST calls a Kubernetes worker makes (protocol §3, §14)."""
 
@@ -134,8 +206,13 @@ class PrefectClient:
         max_wait_rounds: int = 10,
         max_connections: int = 16,
         sleep: Sleep = asyncio.sleep,
+        tls: TlsOptions | None = None,
+        custom_headers: Mapping[str, str] | None = None,
     ) -> None:
-        headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        headers = custom_request_headers(
+            custom_headers or {}, has_credentials=bool(api_key or auth_string)
+        )
+        headers.update({"User-Agent": user_agent, "Accept": "application/json"})
         # auth_string wins over api_key, as in the Prefect client (OSS basic auth).
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -145,6 +222,8 @@ class PrefectClient:
         self._http = httpx.AsyncClient(
             base_url=api_url.rstrip("/"),
             headers=headers,
+            verify=(tls or TlsOptions()).verify(),
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE, as the Prefect client
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(
                 max_connections=max_connections,
@@ -222,6 +301,10 @@ class PrefectClient:
                 )
             except httpx.TransportError as exc:
                 self._report(method, route, None, started)
+                if _tls_verify_failure(exc):  # not transient: say so at once
+                    raise APIUnreachable(
+                        None, f"{method} {route}: {type(exc).__name__}: {exc}. {TLS_HINT}"
+                    ) from exc
                 if attempt >= self._max_retries:
                     raise APIUnreachable(
                         None, f"{method} {route}: {type(exc).__name__}: {exc}"

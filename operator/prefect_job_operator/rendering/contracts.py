@@ -41,6 +41,12 @@ class WorkerContext:
     prefect_version: str = DEFAULT_PREFECT_VERSION
     template_env: Mapping[str, str] = field(default_factory=dict)
     store_env_as_secret: bool = False
+    strict_template_env: bool = False
+    """A `{{ $NAME }}` whose NAME is not in `template_env` is a RenderError (the operator's
+    rule), not "" (upstream's, kept for the oracle cases)."""
+    credential_secrets: Mapping[str, str] = field(default_factory=dict)
+    """Credentials (PREFECT_API_KEY / PREFECT_API_AUTH_STRING → value) that go into a per-Job
+    Secret (`create_secret_for_api_key`); the Job reads them by secretKeyRef."""
 
 
 @dataclass(frozen=True)

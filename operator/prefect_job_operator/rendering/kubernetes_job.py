@@ -287,6 +287,45 @@ def use_secret_refs(
     target["env"] = replaced
 
 
+CREDENTIAL_SECRET_SUFFIX: Final = {
+    "PREFECT_API_KEY": "api-key",
+    "PREFECT_API_AUTH_STRING": "api-auth-string",
+}
+CREDENTIAL_SECRET_KEY: Final = "value"
+
+
+def credential_secrets(
+    job_name: str,
+    namespace: str,
+    credentials: Mapping[str, str],
+    extra_labels: Mapping[str, str],
+) -> tuple[dict[str, SecretKeyRef], list[dict[str, Any]]]:
+    """`create_secret_for_api_key`, one Secret per Job: `<job>-api-key` (key `value`, as
+    upstream's `prefect-<worker>-api-key`), owned by the Job once it exists."""
+    refs: dict[str, SecretKeyRef] = {}
+    secrets: list[dict[str, Any]] = []
+    for variable, value in sorted(credentials.items()):
+        suffix = CREDENTIAL_SECRET_SUFFIX.get(variable)
+        if suffix is None:
+            raise RenderError(f"{variable} is not a Prefect credential variable")
+        name = f"{job_name}-{suffix}"
+        refs[variable] = SecretKeyRef(name, CREDENTIAL_SECRET_KEY)
+        secrets.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "prefect", **extra_labels},
+                },
+                "stringData": {CREDENTIAL_SECRET_KEY: value},
+            }
+        )
+    return refs, secrets
+
+
 def move_env_to_secret(
     manifest: dict[str, Any], secret_name: str, namespace: str, extra_labels: Mapping[str, str]
 ) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from prefect_job_operator.rendering import kubernetes_job as k8s
@@ -17,6 +18,7 @@ from prefect_job_operator.rendering.contracts import (
     References,
     RenderedJob,
     ResolvedReferences,
+    SecretKeyRef,
     WorkerContext,
 )
 from prefect_job_operator.rendering.default_template import default_base_job_template
@@ -31,7 +33,11 @@ from prefect_job_operator.rendering.references import (
     resolve_variables,
     scan_references,
 )
-from prefect_job_operator.rendering.templating import MISSING, apply_values
+from prefect_job_operator.rendering.templating import (
+    MISSING,
+    apply_values,
+    undeclared_env_placeholders,
+)
 
 # Stands in for secret-backed env values until they become secretKeyRefs; never emitted.
 _SECRET_STAND_IN = "\x00secret-stand-in\x00"
@@ -72,6 +78,20 @@ def _render_name(
     return rendered
 
 
+def check_template_env(
+    job_configuration: Any, job_variables: Mapping[str, Any], declared: Mapping[str, str]
+) -> None:
+    """RenderError naming every `{{ $NAME }}` that the WorkPool's templateEnv does not declare."""
+    missing = undeclared_env_placeholders([job_configuration, dict(job_variables)], declared)
+    if missing:
+        names = ", ".join(missing)
+        raise RenderError(
+            f"the job template or job variables read {{{{ $NAME }}}} placeholders that "
+            f"spec.templateEnv of the WorkPool does not declare: {names} (add them to "
+            "spec.templateEnv; the operator never reads its own environment into Jobs)"
+        )
+
+
 def render_job(
     base_job_template: dict[str, Any] | None,
     *,
@@ -110,6 +130,8 @@ def _render(
     claim_id: str | None,
 ) -> RenderedJob:
     values = merge_job_variables(deployment, flow_run)
+    if worker.strict_template_env:
+        check_template_env(template.get("job_configuration"), values, worker.template_env)
     populated = templated_configuration(template, values, worker.template_env)
     populated = resolve_blocks(populated, references)
     populated = resolve_variables(populated, references.variables)
@@ -117,8 +139,11 @@ def _render(
     manifest = copy.deepcopy(config.job_manifest)
 
     marker = _SECRET_STAND_IN
+    # Credentials moved into a per-Job Secret need their env slot now; the ref follows the name.
+    stand_ins = {var: SecretKeyRef("", "") for var in worker.credential_secrets}
+    base_worker = replace(worker, secret_env={**worker.secret_env, **stand_ins})
     env = k8s.merge_environment(
-        config.env, k8s.base_environment(worker, flow_run, flow, deployment, marker)
+        config.env, k8s.base_environment(base_worker, flow_run, flow, deployment, marker)
     )
     labels = {**k8s.base_labels(worker, flow_run, flow, deployment), **config.labels}
     name = _render_name(config.name, flow, flow_run, worker.template_env)
@@ -137,8 +162,10 @@ def _render(
     metadata.pop("generateName", None)
     manifest["metadata"] = {"name": final_name, **metadata}
 
-    k8s.use_secret_refs(manifest, worker.secret_env, marker)
-    rendered_secrets = []
+    credential_refs, rendered_secrets = k8s.credential_secrets(
+        final_name, config.namespace, worker.credential_secrets, worker.operator_labels
+    )
+    k8s.use_secret_refs(manifest, {**worker.secret_env, **credential_refs}, marker)
     if worker.store_env_as_secret:
         secret = k8s.move_env_to_secret(
             manifest, f"{final_name}-env", config.namespace, worker.operator_labels

@@ -82,6 +82,20 @@ def find_placeholders(template: Any) -> set[Placeholder]:
     raise RenderError(f"unexpected template value of type {type(template).__name__}")
 
 
+def env_placeholder_names(template: Any) -> set[str]:
+    """The NAMEs of every `{{ $NAME }}` anywhere in a JSON value."""
+    return {
+        p.name.removeprefix(ENV_PREFIX)
+        for p in find_placeholders(template)
+        if p.kind is PlaceholderKind.ENV
+    }
+
+
+def undeclared_env_placeholders(template: Any, declared: Mapping[str, str]) -> list[str]:
+    """`{{ $NAME }}` placeholders whose NAME is not declared, sorted (empty: all declared)."""
+    return sorted(env_placeholder_names(template) - set(declared))
+
+
 def sole_placeholder(template: str) -> Placeholder | None:
     """The placeholder when `template` is exactly one placeholder and nothing else."""
     placeholders = find_placeholders(template)
