@@ -264,7 +264,14 @@ def test_extra_rules_are_appended_to_every_role(helm_bin: Path) -> None:
 def test_secret_writes_are_opt_in(helm_bin: Path) -> None:
     role = one(render(helm_bin, **{"rbac.createSecrets": "true"}), "ClusterRole")
     secret_rules = [r for r in rule_tuples(role) if r[1] == ["secrets"]]
-    assert secret_rules == [([""], ["secrets"], ["get"]), ([""], ["secrets"], ["create", "update"])]
+    assert secret_rules == [
+        ([""], ["secrets"], ["get"]),
+        (
+            [""],
+            ["secrets"],
+            ["create", "update", "patch", "delete"],
+        ),
+    ]
 
 
 def test_rbac_and_service_account_can_be_brought_by_the_user(helm_bin: Path) -> None:

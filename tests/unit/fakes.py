@@ -150,6 +150,10 @@ class FakeKube:
         self._enter("create_or_replace_secret")
         self.secrets[(namespace, body["metadata"]["name"])] = copy.deepcopy(dict(body))
 
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        self._enter("delete_secret")
+        self.secrets.pop((namespace, name), None)
+
     async def own_secret(self, namespace: str, name: str, owner: Mapping[str, Any]) -> None:
         self._enter("own_secret")
         meta = owner.get("metadata") or {}

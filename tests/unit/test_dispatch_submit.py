@@ -403,6 +403,7 @@ KUBE_METHODS = [
     "pod_log_tail",
     "create_or_replace_secret",
     "own_secret",
+    "delete_secret",
     "read_secret_value",
     "read_configmap_value",
     "patch_status",

@@ -414,6 +414,7 @@ async def create_job_idempotent(rt: PoolRuntime, rendered: RenderedJob) -> dict[
         job = await rt.kube.create_job(rendered.namespace, rendered.manifest)
     except KubeError as exc:
         if exc.status != 409:
+            await _drop_secrets(rt, rendered)  # no Job will own them (as upstream cleans up)
             raise
     else:
         for secret in rendered.secrets:
@@ -430,3 +431,16 @@ async def create_job_idempotent(rt: PoolRuntime, rendered: RenderedJob) -> dict[
     for secret in rendered.secrets:  # the replace above dropped the owner: set it again
         await rt.kube.own_secret(rendered.namespace, secret["metadata"]["name"], existing)
     return existing
+
+
+async def _drop_secrets(rt: PoolRuntime, rendered: RenderedJob) -> None:
+    for secret in rendered.secrets:
+        try:
+            await rt.kube.delete_secret(rendered.namespace, secret["metadata"]["name"])
+        except KubeError as exc:
+            log.warning(
+                "Deleting Secret %s/%s failed: %s",
+                rendered.namespace,
+                secret["metadata"]["name"],
+                exc,
+            )

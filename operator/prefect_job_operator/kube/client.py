@@ -189,6 +189,16 @@ class Kube:
             self.core.patch_namespaced_secret(name, namespace, _any(body), _preload_content=False)
         )
 
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete a Secret; one that is already gone is fine."""
+        try:
+            await self._json(
+                self.core.delete_namespaced_secret(name, namespace, _preload_content=False)
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
         import base64
 
