@@ -691,6 +691,10 @@ class WorkPoolSpec(_Spec):
             raise ValueError("set at most one of baseJobTemplate and baseJobTemplateFrom")
         if ALL_NAMESPACES in self.job_namespaces and len(self.job_namespaces) > 1:
             raise ValueError("jobNamespaces: '*' (any namespace) must be the only entry")
+        names = [e.name for e in self.job_env]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"jobEnv names must be unique: {', '.join(dupes)}")
         return self
 
     @property
