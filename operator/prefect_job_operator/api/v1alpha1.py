@@ -8,6 +8,7 @@ depend on metadata and re-checks what CEL cannot.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -271,9 +272,7 @@ HEADERS_MESSAGE: Final = (
     "api.headers must not set User-Agent, Prefect-Csrf-Token or Prefect-Csrf-Client "
     "(managed by the operator)"
 )
-HeaderName = Annotated[
-    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-]
+HEADER_NAME_PATTERN: Final = r"^[!#$%&*+.^_|~0-9A-Za-z-]+$"
 
 
 class ApiSpec(_Spec):
@@ -313,7 +312,7 @@ class ApiSpec(_Spec):
     tls: ApiTlsSpec | None = Field(
         None, description="TLS settings for an https:// API: a private CA, or no verification."
     )
-    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=8192)]] = Field(
+    headers: dict[str, Annotated[str, StringConstraints(max_length=8192)]] = Field(
         default_factory=dict,
         max_length=32,
         description="Extra HTTP headers on every request to the API "
@@ -326,7 +325,12 @@ class ApiSpec(_Spec):
                     "self.all(k, !(k.lowerAscii() in "
                     "['user-agent', 'prefect-csrf-token', 'prefect-csrf-client']))",
                     HEADERS_MESSAGE,
-                )
+                ),
+                cel(
+                    f"self.all(k, size(k) <= 256 && k.matches('{HEADER_NAME_PATTERN}'))",
+                    "api.headers: each name must be an HTTP header name (letters, digits, '-', "
+                    "at most 256 characters)",
+                ),
             ]
         },
     )
@@ -350,6 +354,9 @@ class ApiSpec(_Spec):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         if any(k.lower() in PROTECTED_HEADERS for k in value):
             raise ValueError(HEADERS_MESSAGE)
+        bad = [k for k in value if len(k) > 256 or not re.match(HEADER_NAME_PATTERN, k)]
+        if bad:
+            raise ValueError(f"not HTTP header names: {', '.join(sorted(bad))}")
         return value
 
     @model_validator(mode="after")
@@ -634,14 +641,31 @@ class WorkPoolSpec(_Spec):
             "x-kubernetes-list-map-keys": ["name"],
         },
     )
-    template_env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+    template_env: dict[str, Annotated[str, StringConstraints(max_length=32768)]] = Field(
         default_factory=dict,
         max_length=100,
         description="The values that {{ $NAME }} placeholders of the base job template and job "
         "variables read (upstream reads the worker's environment). A placeholder naming a "
-        "variable not listed here is an error (TemplateValid=False on this WorkPool), never an "
-        "empty string.",
+        "variable not listed here is an error (PoolSynced=False, reason TemplateEnvUndeclared), "
+        "never an empty string.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.all(k, size(k) <= 253 && k.matches('{ENV_NAME_PATTERN}'))",
+                    "templateEnv: each name must be an env var name ([A-Za-z_][A-Za-z0-9_]*)",
+                )
+            ]
+        },
     )
+
+    @field_validator("template_env")
+    @classmethod
+    def _template_env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if len(k) > 253 or not re.match(ENV_NAME_PATTERN, k)]
+        if bad:
+            raise ValueError(f"not env var names: {', '.join(sorted(bad))}")
+        return value
+
     worker: WorkerSpec = Field(
         default_factory=WorkerSpec,
         description="Worker behaviour: polling, heartbeats, submission.",
