@@ -56,7 +56,14 @@ async def wait_generation_ready(e2e: E2E, timeout: float = 60) -> None:
                 )
         return False
 
-    await eventually("Ready=True for the latest generation", probe, timeout)
+    try:
+        await eventually("Ready=True for the latest generation", probe, timeout)
+    except AssertionError as exc:
+        wp = e2e.get_json("workpool", "pool")
+        raise AssertionError(
+            f"{exc}\ngeneration {wp['metadata']['generation']}, status {wp.get('status')}\n"
+            f"operator log:\n{e2e.operator.log_tail(60)}"
+        ) from None
 
 
 # ---- item 6 ------------------------------------------------------------------------------
@@ -129,6 +136,9 @@ def team_template() -> dict[str, Any]:
     template = copy.deepcopy(default_base_job_template())
     manifest = template["job_configuration"]["job_manifest"]
     manifest["metadata"]["annotations"] = {"example.com/team": "{{ $TEAM }}"}
+    # The Prefect server insists every placeholder of job_configuration is a declared variable,
+    # `$TEAM` included (its value still comes from the worker side: here spec.templateEnv).
+    template["variables"]["properties"]["$TEAM"] = {"type": "string"}
     return template
 
 
