@@ -99,7 +99,6 @@ async def test_prefect_api_behind_tls_with_a_private_ca(
         assert "certificate verify failed" in cond["message"].lower(), cond
         assert "caBundleFrom" in cond["message"], cond
         measure("e2e: untrusted TLS -> APIReachable=False (s)", f"{time.monotonic() - started:.1f}")
-        assert proxy.connections >= 1  # refused by the operator, not unreachable
 
         # 2. The CA from a Secret: synced, a run dispatched, the header went through.
         tls_ca = {"caBundleFrom": {"secretKeyRef": {"name": "prefect-ca", "key": "ca.crt"}}}
