@@ -7,20 +7,30 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from pydantic import SecretStr
 
 from prefect_job_operator.api.v1alpha1 import InvalidSpecError, WorkPoolSpec
+from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.kube.client import Kube
+from prefect_job_operator.kube.events import EventSink
+from prefect_job_operator.metrics import Metrics
+from prefect_job_operator.pool_factory import build_runtime
 from prefect_job_operator.prefect_api.client import (
     HeaderConflict,
     TlsOptions,
     custom_request_headers,
 )
+from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.rendering import RenderError, SecretKeyRef
 from prefect_job_operator.rendering.templating import undeclared_env_placeholders
 from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.tracking.pod_events import PodEventLog, build_pod_event
+from tests.infra.tls_proxy import write_server_pki
+from tests.unit.fakes import FakeKube
 from tests.unit.test_render_job import WORKER, container, render
 
 # ---- item 7: templateEnv -----------------------------------------------------------------
@@ -353,3 +363,114 @@ def test_pod_event_log_sends_each_phase_once_and_chains_follows() -> None:
     assert running is not None and running["follows"] == first["id"]
     assert log.next_event("DELETED", pod("Succeeded", **TERMINATED)) is None
     assert log.next_event("ADDED", {"metadata": {"uid": "x"}, "status": {}}) is None
+
+
+# ---- the WorkPool spec → the runtime (pool_factory) ------------------------------------------
+
+
+def _context(kube: FakeKube, **settings: Any) -> OperatorContext:
+    return OperatorContext(
+        settings=OperatorSettings().model_copy(
+            update={"api_url": "http://prefect.test/api", **settings}
+        ),
+        kube=cast(Kube, kube),
+        metrics=Metrics(),
+        events=EventSink(cast(Kube, kube), "prefect-job-operator"),
+    )
+
+
+def _body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "pool", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": spec,
+    }
+
+
+async def _build(ctx: OperatorContext, spec: dict[str, Any]) -> PoolRuntime:
+    rt = await build_runtime(ctx, _body(spec))
+    await rt.client.aclose()
+    return rt
+
+
+async def test_job_env_template_env_and_secret_options_reach_the_worker_context() -> None:
+    ctx = _context(FakeKube(), api_key=SecretStr("pnu_op"))
+    rt = await _build(
+        ctx,
+        {
+            "jobEnv": [
+                {"name": "PREFECT_LOGGING_LEVEL", "value": "DEBUG"},
+                {"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}},
+            ],
+            "templateEnv": {"TEAM": "data"},
+            "worker": {"createSecretForApiKey": True, "storeEnvAsSecret": True},
+        },
+    )
+    w = rt.worker_ctx
+    assert w is not None
+    assert dict(w.prefect_env) == {
+        "PREFECT_API_URL": "http://prefect.test/api",
+        "PREFECT_LOGGING_LEVEL": "DEBUG",
+    }
+    assert w.secret_env == {"DB": SecretKeyRef("db", "pw")}
+    assert (dict(w.template_env), w.strict_template_env) == ({"TEAM": "data"}, True)
+    assert w.store_env_as_secret is True
+    assert w.credential_secrets == {"PREFECT_API_KEY": "pnu_op"}
+
+
+async def test_a_named_api_key_secret_wins_over_create_secret_for_api_key() -> None:
+    ctx = _context(FakeKube(), api_key=SecretStr("pnu_op"), api_key_secret_name="prefect-api")
+    rt = await _build(ctx, {"worker": {"createSecretForApiKey": True}})
+    assert rt.worker_ctx is not None
+    assert rt.worker_ctx.credential_secrets == {}
+    assert rt.worker_ctx.secret_env["PREFECT_API_KEY"] == SecretKeyRef("prefect-api", "api-key")
+
+
+@pytest.mark.parametrize(
+    ("settings", "spec", "error"),
+    [
+        ({"api_key": SecretStr("k")}, {"api": {"headers": {"Authorization": "x"}}}, "replace"),
+        (
+            {"api_key": SecretStr("k"), "client_custom_headers": {"authorization": "x"}},
+            {},
+            "PJO_CLIENT_CUSTOM_HEADERS",
+        ),
+        (
+            {},
+            {"api": {"tls": {"caBundleFrom": {"configMapKeyRef": {"name": "ca", "key": "x"}}}}},
+            "cannot read the CA bundle",
+        ),
+        (
+            {},
+            {"api": {"tls": {"caBundleFrom": {"configMapKeyRef": {"name": "bad", "key": "x"}}}}},
+            "no usable PEM",
+        ),
+    ],
+)
+async def test_unusable_api_options_are_invalid_specs(
+    settings: dict[str, Any], spec: dict[str, Any], error: str
+) -> None:
+    kube = FakeKube()
+    kube.configmaps[("ns", "bad")] = {"x": "not a pem"}
+    with pytest.raises(InvalidSpecError, match=error):
+        await build_runtime(_context(kube, **settings), _body(spec))
+
+
+async def test_ca_bundle_timeout_and_retries_reach_the_client(tmp_path: Path) -> None:
+    ca, _, _ = write_server_pki(tmp_path)
+    kube = FakeKube()
+    kube.configmaps[("ns", "ca")] = {"ca.crt": ca.read_text()}
+    spec = {
+        "api": {
+            "tls": {"caBundleFrom": {"configMapKeyRef": {"name": "ca", "key": "ca.crt"}}},
+            "headers": {"X-Team": "data"},
+            "requestTimeoutSeconds": 7,
+            "maxRetries": 2,
+        }
+    }
+    rt = await _build(_context(kube, client_max_retries=4), spec)
+    http = rt.client._http
+    assert http.headers["X-Team"] == "data"
+    assert http.timeout.read == 7
+    assert rt.client._max_retries == 2
+    rt2 = await _build(_context(kube, client_max_retries=4, api_request_timeout=9), {})
+    assert (rt2.client._max_retries, rt2.client._http.timeout.read) == (4, 9)
