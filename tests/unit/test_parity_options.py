@@ -28,7 +28,11 @@ from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.rendering import RenderError, SecretKeyRef
 from prefect_job_operator.rendering.templating import undeclared_env_placeholders
 from prefect_job_operator.settings import OperatorSettings
-from prefect_job_operator.tracking.pod_events import PodEventLog, build_pod_event
+from prefect_job_operator.tracking.pod_events import (
+    PodEventLog,
+    build_pod_event,
+    diagnosis_category,
+)
 from tests.infra.tls_proxy import write_server_pki
 from tests.unit.fakes import FakeKube
 from tests.unit.test_render_job import WORKER, container, render
@@ -474,3 +478,54 @@ async def test_ca_bundle_timeout_and_retries_reach_the_client(tmp_path: Path) ->
     assert rt.client._max_retries == 2
     rt2 = await _build(_context(kube, client_max_retries=4, api_request_timeout=9), {})
     assert (rt2.client._max_retries, rt2.client._http.timeout.read) == (4, 9)
+
+
+def _waiting(reason: str) -> dict[str, Any]:
+    return {"containerStatuses": [{"name": "c", "state": {"waiting": {"reason": reason}}}]}
+
+
+def _terminated(reason: str, key: str = "containerStatuses") -> dict[str, Any]:
+    return {key: [{"name": "c", "state": {"terminated": {"reason": reason}}}]}
+
+
+def _unschedulable(message: str) -> dict[str, Any]:
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    return {"conditions": [{**cond, "message": message}]}
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {},
+        {"phase": "Running"},
+        _waiting("ImagePullBackOff"),
+        _waiting("ErrImagePull"),
+        _waiting("CrashLoopBackOff"),
+        _waiting("ContainerCreating"),
+        _terminated("OOMKilled"),
+        _terminated("OOMKilled", "initContainerStatuses"),
+        _terminated("Evicted"),
+        _terminated("Error"),
+        _terminated("Completed"),
+        _unschedulable("0/3 nodes are available: 3 Insufficient cpu."),
+        _unschedulable("node(s) had untolerated taint {x: y}"),
+        _unschedulable("node(s) didn't match Pod's node affinity/selector"),
+        _unschedulable(""),
+        {"reason": "Evicted", "message": "The node was low on resource: memory."},
+        {**_waiting("CrashLoopBackOff"), **_unschedulable("Insufficient cpu")},
+    ],
+)
+def test_diagnosis_category_equals_upstreams(status: dict[str, Any]) -> None:
+    from prefect_kubernetes.diagnostics import diagnose_k8s_pod
+
+    upstream = diagnose_k8s_pod(status)
+    assert diagnosis_category(status) == (upstream.category.value if upstream else None)
+
+
+def test_a_diagnosis_is_labelled_and_changes_the_id() -> None:
+    plain = build_pod_event("MODIFIED", pod("Pending"))
+    stuck = build_pod_event("MODIFIED", pod("Pending", **_unschedulable("Insufficient cpu")))
+    assert plain is not None and stuck is not None
+    assert "kubernetes.diagnosis" not in plain["resource"]
+    assert stuck["resource"]["kubernetes.diagnosis"] == "Unschedulable.InsufficientResources"
+    assert stuck["id"] != plain["id"]

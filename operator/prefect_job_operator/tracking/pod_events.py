@@ -5,8 +5,8 @@ Same event names, ids, resource and related labels as prefect-kubernetes 0.8.0
 written for the kubernetes worker keep matching. The id is upstream's
 `uuid5(URL, {uid, phase, restart_count, diagnosis})`: the Prefect server ignores an event
 whose id it has stored, so a restart, a second replica or an upstream observer running
-next to us never duplicates one. We do not compute upstream's diagnosis categories, so
-`kubernetes.diagnosis` is never set and the id uses `diagnosis: null`.
+next to us never duplicates one. `kubernetes.diagnosis` is upstream's category
+(`diagnostics.py:diagnose_k8s_pod`), which also takes part in the id.
 """
 
 from __future__ import annotations
@@ -69,12 +69,56 @@ def phase_occurred(
     return None
 
 
+def _container_statuses(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [
+        cs or {}
+        for key in ("initContainerStatuses", "containerStatuses")
+        for cs in status.get(key) or []
+    ]
+
+
+def _unschedulable_category(message: str) -> str:
+    text = message.lower()
+    if "taint" in text:
+        return "Unschedulable.Taint"
+    if "affinity" in text or "node selector" in text:
+        return "Unschedulable.NodeAffinity"
+    if "insufficient" in text:
+        return "Unschedulable.InsufficientResources"
+    return "Unschedulable"
+
+
+def diagnosis_category(status: Mapping[str, Any]) -> str | None:
+    """Upstream's `diagnose_k8s_pod(status).category`, or None for a healthy pod."""
+    statuses = _container_statuses(status)
+    for cs in statuses:
+        reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason", "")
+        if reason in ("ImagePullBackOff", "ErrImagePull"):
+            return "ImagePullError"
+        if reason == "CrashLoopBackOff":
+            return "CrashLoopBackOff"
+    for cs in statuses:
+        reason = ((cs.get("state") or {}).get("terminated") or {}).get("reason", "")
+        if reason in ("OOMKilled", "Evicted"):
+            return str(reason)
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+            return _unschedulable_category(str(condition.get("message", "")))
+    if status.get("reason") == "Evicted":
+        return "Evicted"
+    return None
+
+
 def event_id(uid: str, phase: str, status: Mapping[str, Any]) -> str:
-    """Upstream's deterministic id: one event per pod, phase and restart count."""
-    restarts = sum(
-        int((cs or {}).get("restartCount") or 0) for cs in status.get("containerStatuses") or []
-    )
-    key = {"uid": uid, "phase": phase, "restart_count": restarts, "diagnosis": None}
+    """Upstream's deterministic id: one event per pod, phase, restart count and diagnosis."""
+    statuses = status.get("containerStatuses") or []
+    restarts = sum(int((cs or {}).get("restartCount") or 0) for cs in statuses)
+    key = {
+        "uid": uid,
+        "phase": phase,
+        "restart_count": restarts,
+        "diagnosis": diagnosis_category(status),
+    }
     return str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(key, sort_keys=True)))
 
 
@@ -124,6 +168,9 @@ def build_pod_event(event_type: str | None, pod: Mapping[str, Any]) -> dict[str,
         "prefect.resource.name": str(meta.get("name", "")),
         "kubernetes.namespace": str(meta.get("namespace", "")),
     }
+    category = diagnosis_category(status)
+    if category is not None:
+        resource["kubernetes.diagnosis"] = category
     if event_type == "MODIFIED" and phase == "Failed":
         for cs in status.get("containerStatuses") or []:
             terminated = ((cs or {}).get("state") or {}).get("terminated") or {}
