@@ -46,10 +46,13 @@ class Profile:
     run_labels: bool = True
     submitting_state: bool = False
     emit_events: bool = True
+    pod_events: bool = True
 
 
 DEFAULT_PROFILE = Profile("default")
-LEAN_PROFILE = Profile("lean", run_labels=False, submitting_state=False, emit_events=False)
+LEAN_PROFILE = Profile(
+    "lean", run_labels=False, submitting_state=False, emit_events=False, pod_events=False
+)
 
 
 class Subject(Protocol):
@@ -97,6 +100,7 @@ class Ours:
                     "runLabels": p.run_labels,
                     "submittingState": p.submitting_state,
                     "emitEvents": p.emit_events,
+                    "podEvents": p.pod_events,
                 },
             },
         }
