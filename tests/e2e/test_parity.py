@@ -208,6 +208,7 @@ async def test_per_job_secrets_are_owned_by_the_job_in_its_namespace(
     try:
         e2e.operator.namespaces.append(other)
         e2e.operator.extra_env["PJO_API_KEY"] = "pnu_e2e_not_a_real_key"
+        e2e.operator.extra_env["PJO_JOB_NAMESPACE_POLICY"] = f"{e2e.ns}={other}"
         e2e.apply_workpool(
             {
                 "jobNamespaces": [e2e.ns, other],
