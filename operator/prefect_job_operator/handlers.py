@@ -24,7 +24,7 @@ from prefect_job_operator.api.v1alpha1 import (
     WorkPoolSpec,
 )
 from prefect_job_operator.dispatch.worker import run_pool, write_status
-from prefect_job_operator.pool_factory import bind_pool_id, build_runtime
+from prefect_job_operator.pool_factory import PolicyRefusal, bind_pool_id, build_runtime
 from prefect_job_operator.prefect_api.errors import PrefectAPIError, WorkPoolNotFound
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.writeback.cr_status import status_patch
@@ -82,7 +82,8 @@ async def _run_generation(
     try:
         rt = await build_runtime(ctx, body)
     except InvalidSpecError as exc:
-        await _report_invalid(ctx, body, str(exc))
+        reason = exc.reason if isinstance(exc, PolicyRefusal) else c.REASON_INVALID_SPEC
+        await _report_invalid(ctx, body, str(exc), reason)
         # a spec change fixes it, or a Secret that appears later: look again in a while
         await _wait_for_change(body, generation, stopped, give_up_after=30)
         return
@@ -117,15 +118,17 @@ async def _wait_for_change(
         await asyncio.sleep(1.0)
 
 
-async def _report_invalid(ctx: OperatorContext, body: kopf.Body, message: str) -> None:
+async def _report_invalid(
+    ctx: OperatorContext, body: kopf.Body, message: str, reason: str = c.REASON_INVALID_SPEC
+) -> None:
     meta = body.get("metadata", {})
     patch = status_patch(
-        PoolReport(invalid_spec=message),
+        PoolReport(invalid_spec=message, invalid_reason=reason),
         previous=body.get("status") or {},
         generation=int(meta.get("generation") or 0),
         now=datetime.now(UTC),
     )
-    await ctx.events.post(dict(body), "Warning", c.REASON_INVALID_SPEC, message)
+    await ctx.events.post(dict(body), "Warning", reason, message)
     try:
         await ctx.kube.patch_status(GROUP, VERSION, PLURAL, meta["namespace"], meta["name"], patch)
     except Exception as exc:

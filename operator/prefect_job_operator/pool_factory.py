@@ -12,7 +12,16 @@ from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.client import HeaderConflict, PrefectClient, TlsOptions
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.rendering import SecretKeyRef, WorkerContext
+from prefect_job_operator.security.urls import decide
 from prefect_job_operator.writeback.prefect_states import StateWriter
+
+
+class PolicyRefusal(InvalidSpecError):
+    """The spec is valid but the admin's policy refuses it; `reason` is the condition reason."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRuntime:
@@ -21,13 +30,20 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
     spec = WorkPoolSpec.from_cr(body)
     settings = ctx.settings
     namespace = str(meta.get("namespace"))
-    api_url = spec.api.url or settings.api_url
-    if not api_url:
-        raise InvalidSpecError(
-            "spec.api.url: no Prefect API URL; set it here or give the operator PJO_API_URL"
-        )
-    api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    auth_string = settings.api_auth_string.get_secret_value() if settings.api_auth_string else None
+    # Credentials follow their URL: decided before any Secret is read or request is made.
+    decision = decide(spec.api.url, settings.api_url, settings.allowed_api_url_list)
+    if decision.url is None:
+        message = decision.refusal or "spec.api.url refused"
+        if decision.reason == "InvalidSpec":
+            raise InvalidSpecError(message)
+        raise PolicyRefusal(message, decision.reason)
+    api_url = decision.url
+    api_key: str | None = None
+    auth_string: str | None = None
+    if decision.operator_credentials:
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        if settings.api_auth_string:
+            auth_string = settings.api_auth_string.get_secret_value()
     secret_env: dict[str, SecretKeyRef] = {}
     try:
         if spec.api.api_key_secret_ref is not None:
@@ -42,7 +58,7 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
             secret_env["PREFECT_API_AUTH_STRING"] = SecretKeyRef(ref2.name, ref2.key)
     except KubeError as exc:
         raise InvalidSpecError(f"spec.api: cannot read the credentials Secret: {exc}") from None
-    if not secret_env:
+    if not secret_env and decision.operator_credentials:
         if api_key and settings.api_key_secret_name:
             secret_env["PREFECT_API_KEY"] = SecretKeyRef(
                 settings.api_key_secret_name, settings.api_key_secret_key
@@ -61,7 +77,11 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
             user_agent=f"prefect-job-operator/{__version__}",
             on_request=ctx.metrics.on_api_request,
             tls=tls,
-            custom_headers={**settings.client_custom_headers, **api.headers},
+            # the operator's own headers (proxy tokens) follow its URL like its credentials
+            custom_headers={
+                **(settings.client_custom_headers if decision.operator_credentials else {}),
+                **api.headers,
+            },
             timeout=api.request_timeout_seconds or settings.api_request_timeout,
             max_retries=(
                 api.max_retries if api.max_retries is not None else settings.client_max_retries

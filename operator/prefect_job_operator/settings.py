@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prefect_job_operator.api.job_namespaces import NamespacePolicy, parse_policy
+from prefect_job_operator.security.urls import UnsafeURLError, parse_allowlist
 
 
 class OperatorSettings(BaseSettings):
@@ -72,6 +73,13 @@ class OperatorSettings(BaseSettings):
         description="Retries of a Prefect API request after a transport error or 408/429/502/503 "
         "(with backoff; Retry-After honoured).",
     )
+    allowed_api_urls: str = Field(
+        "",
+        description="Comma-separated Prefect API URL prefixes (scheme, host, port and leading "
+        "path segments) that a WorkPool's spec.api.url may name besides api_url; '*' allows any. "
+        "Such pools get only their own credentials, never api_key/api_auth_string. Default: "
+        "none (WorkPools use api_url only).",
+    )
     api_key_secret_name: str | None = Field(
         None,
         description="Kubernetes Secret (in each Job namespace) holding the API key that Jobs "
@@ -98,6 +106,19 @@ class OperatorSettings(BaseSettings):
         description="Label selector of the WorkPools this installation runs (server-side), e.g. "
         "'team=data'; default: every WorkPool it can see. Lets several installations share a "
         "cluster.",
+    )
+    webhook_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="HTTPS port of the WorkPool validating admission webhook (the author's "
+        "rights, checked with SubjectAccessReviews); unset: no webhook.",
+    )
+    webhook_host: str = Field("0.0.0.0", description="Address the webhook listens on.")
+    webhook_cert_dir: str | None = Field(
+        None,
+        description="Directory with the webhook's tls.crt and tls.key (a mounted "
+        "kubernetes.io/tls Secret; re-read when they change). Required with webhook_port.",
     )
     health_host: str = "0.0.0.0"
     health_port: int = Field(
@@ -170,3 +191,17 @@ class OperatorSettings(BaseSettings):
     def namespace_policy(self) -> NamespacePolicy:
         """`job_namespace_policy`, parsed."""
         return parse_policy(self.job_namespace_policy)
+
+    @field_validator("allowed_api_urls")
+    @classmethod
+    def _check_allowlist(cls, value: str) -> str:
+        try:
+            parse_allowlist(value.split(","))
+        except UnsafeURLError as exc:
+            raise ValueError(f"PJO_ALLOWED_API_URLS: {exc}") from None
+        return value
+
+    @property
+    def allowed_api_url_list(self) -> list[str]:
+        """`allowed_api_urls` split on commas, blanks dropped."""
+        return [u.strip() for u in self.allowed_api_urls.split(",") if u.strip()]

@@ -105,7 +105,7 @@ def _facets(report: PoolReport) -> dict[str, tuple[bool | None, str, str]]:
         true_message="The Prefect API answered.",
     )
     if report.invalid_spec is not None:
-        invalid = (False, c.REASON_INVALID_SPEC, report.invalid_spec)
+        invalid = (False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec)
         return {c.API_REACHABLE: api, c.POOL_SYNCED: invalid, c.POLLING: invalid}
     return {
         c.API_REACHABLE: api,
@@ -135,7 +135,7 @@ def _facets(report: PoolReport) -> dict[str, tuple[bool | None, str, str]]:
 def _namespaces(report: PoolReport) -> tuple[bool | None, str, str]:
     """The JobNamespaces condition: api.job_namespaces' verdict, Unknown before the first."""
     if report.invalid_spec is not None:
-        return False, c.REASON_INVALID_SPEC, report.invalid_spec
+        return False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec
     ns = report.job_namespaces
     if ns is None:
         return None, c.REASON_PENDING, "Not checked yet."
@@ -147,7 +147,7 @@ def _ready(
 ) -> tuple[bool | None, str, str]:
     """Ready = APIReachable and PoolSynced and Polling; otherwise the first culprit explains."""
     if report.invalid_spec is not None:
-        return False, c.REASON_INVALID_SPEC, report.invalid_spec
+        return False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec
     namespaces = report.job_namespaces
     if namespaces is not None and namespaces.blocking:
         return False, namespaces.reason, namespaces.message

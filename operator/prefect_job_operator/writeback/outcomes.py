@@ -57,3 +57,5 @@ class PoolReport:
     """Why the spec cannot be acted on (the operator does nothing else for this pool)."""
     job_namespaces: NamespaceReport | None = None
     """The JobNamespaces condition; a blocking one (no usable namespace) makes Ready False."""
+    invalid_reason: str | None = None
+    """Condition reason for `invalid_spec` (default InvalidSpec; e.g. APIURLNotAllowed)."""
