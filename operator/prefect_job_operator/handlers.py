@@ -27,11 +27,14 @@ from prefect_job_operator.dispatch.worker import run_pool, write_status
 from prefect_job_operator.pool_factory import PolicyRefusal, bind_pool_id, build_runtime
 from prefect_job_operator.prefect_api.errors import PrefectAPIError, WorkPoolNotFound
 from prefect_job_operator.registry import OperatorContext
+from prefect_job_operator.security.admission import ReviewFailed, review_workpool
 from prefect_job_operator.writeback.cr_status import status_patch
 from prefect_job_operator.writeback.outcomes import PoolReport
 
 log = logging.getLogger(__name__)
 FINALIZER = "prefect-job-operator.dev/finalizer"
+WEBHOOK_ID = "validate-workpool"
+"""kopf serves the handler at ``/<id>``: the chart's ValidatingWebhookConfiguration path."""
 
 
 def configure(
@@ -155,6 +158,32 @@ async def workpool_delete(body: kopf.Body, memo: OperatorContext, **_: Any) -> N
         await rt.client.aclose()
 
 
+async def validate_workpool(
+    body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any
+) -> None:
+    """Admission: the author must hold every permission the WorkPool makes the operator use."""
+    ctx: OperatorContext = memo
+    try:
+        message = await review_workpool(ctx.kube, body, kwargs.get("old"), userinfo)
+    except ReviewFailed as exc:
+        raise kopf.AdmissionError(f"WorkPool not admitted: {exc}", code=500) from None
+    if message is not None:
+        raise kopf.AdmissionError(message, code=403)
+
+
+def enable_admission(
+    settings: kopf.OperatorSettings, *, host: str, port: int, cert_dir: str
+) -> None:
+    """Serve `validate_workpool` over HTTPS; the chart owns the webhook configuration."""
+    settings.admission.server = kopf.WebhookServer(
+        addr=host, port=port, certfile=f"{cert_dir}/tls.crt", pkeyfile=f"{cert_dir}/tls.key"
+    )
+    settings.admission.managed = None
+    kopf.on.validate(
+        GROUP, VERSION, PLURAL, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"], side_effects=False
+    )(validate_workpool)
+
+
 @kopf.on.event("batch", "v1", "jobs")
 async def job_event(event: kopf.RawEvent, memo: OperatorContext, **_: Any) -> None:
     await memo.on_job(event.get("type"), event["object"])
@@ -165,4 +194,4 @@ async def pod_event(event: kopf.RawEvent, memo: OperatorContext, **_: Any) -> No
     await memo.on_pod(event.get("type"), event["object"])
 
 
-__all__ = ["configure", "write_status"]
+__all__ = ["configure", "enable_admission", "write_status"]

@@ -58,6 +58,15 @@ async def _main(settings: OperatorSettings, namespaces: list[str]) -> None:
     # Exact namespace names need no cluster-wide Namespace/CRD watches (kopf's "scanning"),
     # which namespaced RBAC does not grant: without this kopf retries 403s in a loop.
     kopf_settings.scanning.disabled = bool(namespaces)
+    if settings.webhook_port is not None:
+        if not settings.webhook_cert_dir:
+            raise SystemExit("PJO_WEBHOOK_PORT is set but PJO_WEBHOOK_CERT_DIR is not")
+        handlers.enable_admission(
+            kopf_settings,
+            host=settings.webhook_host,
+            port=settings.webhook_port,
+            cert_dir=settings.webhook_cert_dir,
+        )
     try:
         await kopf.operator(
             settings=kopf_settings,

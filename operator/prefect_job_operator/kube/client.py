@@ -65,6 +65,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.authorization = client.AuthorizationV1Api(api)
 
     async def close(self) -> None:
         await self.api.close()
@@ -264,6 +265,14 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    # Authorization ---------------------------------------------------------------------
+    async def subject_access_review(self, body: Mapping[str, Any]) -> bool:
+        """Ask the API server whether the subject of `body` (a SubjectAccessReview) may act."""
+        review = await self._json(
+            self.authorization.create_subject_access_review(_any(body), _preload_content=False)
+        )
+        return bool((review.get("status") or {}).get("allowed"))
 
     # Leases ----------------------------------------------------------------------------
     async def read_lease(self, namespace: str, name: str) -> Json | None:
