@@ -46,6 +46,12 @@ APPLICATION = [
 ]
 POD_NAME = {"fieldRef": {"fieldPath": "metadata.name"}}
 CRD_READ = [(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["get", "list", "watch"])]
+SAR_CREATE = [(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"])]
+CLUSTER = CRD_READ + SAR_CREATE
+WEBHOOK_ENV = {
+    "PJO_WEBHOOK_PORT": "9443",
+    "PJO_WEBHOOK_CERT_DIR": "/etc/prefect-job-operator/webhook-tls",
+}
 
 
 def rule_tuples(role: dict[str, Any]) -> list[tuple[list[str], list[str], list[str]]]:
@@ -114,8 +120,11 @@ def test_default_values_render_the_cluster_wide_install(helm_bin: Path) -> None:
         ("ClusterRole", "pjo-prefect-job-operator", None),
         ("ClusterRoleBinding", "pjo-prefect-job-operator", None),
         ("Deployment", "pjo-prefect-job-operator", NS),
+        ("Secret", "pjo-prefect-job-operator-webhook-tls", NS),
         ("Service", "pjo-prefect-job-operator-metrics", NS),
+        ("Service", "pjo-prefect-job-operator-webhook", NS),
         ("ServiceAccount", "pjo-prefect-job-operator", NS),
+        ("ValidatingWebhookConfiguration", "pjo-prefect-job-operator", None),
     ]
     for obj in objects:
         labels = obj["metadata"]["labels"]
@@ -144,13 +153,26 @@ def test_the_deployment_is_hardened_and_probed(helm_bin: Path) -> None:
     }
     assert c["image"] == "prefect-job-operator:0.1.0"
     assert c["args"] == ["run"]
-    assert c["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "webhook", "containerPort": 9443, "protocol": "TCP"},
+    ]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["resources"]["requests"] == {"cpu": "100m", "memory": "192Mi"}
     assert c["resources"]["limits"] == {"memory": "512Mi"}
-    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    assert c["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {
+            "name": "webhook-tls",
+            "mountPath": "/etc/prefect-job-operator/webhook-tls",
+            "readOnly": True,
+        },
+    ]
+    assert pod["volumes"] == [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "webhook-tls", "secret": {"secretName": "pjo-prefect-job-operator-webhook-tls"}},
+    ]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
@@ -162,6 +184,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
         "PJO_NAMESPACES": "[]",
         "PJO_HEALTH_PORT": "8080",
         "PJO_LOG_FORMAT": "json",
+        **WEBHOOK_ENV,
     }
     env = env_of(
         render(
@@ -190,6 +213,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
         "PJO_API_URL": "http://prefect-server.prefect:4200/api",
         "PJO_API_KEY": {"secretKeyRef": {"name": "prefect-creds", "key": "key"}},
         "PJO_API_AUTH_STRING": {"secretKeyRef": {"name": "prefect-creds", "key": "auth"}},
+        **WEBHOOK_ENV,
         "PJO_API_KEY_SECRET_NAME": "job-key",
         "PJO_API_KEY_SECRET_KEY": "api-key",
         "PJO_API_AUTH_STRING_SECRET_NAME": "job-auth",
@@ -199,7 +223,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
 
 def test_cluster_mode_grants_exactly_the_documented_rules(helm_bin: Path) -> None:
     role = one(render(helm_bin), "ClusterRole")
-    assert rule_tuples(role) == CRD_READ + FRAMEWORK_EVENTS + APPLICATION
+    assert rule_tuples(role) == CLUSTER + FRAMEWORK_EVENTS + APPLICATION
     # Never: write on Secrets/ConfigMaps, delete Pods, touch Deployments or RBAC, wildcards.
     for _, resources, verbs in rule_tuples(role):
         assert "*" not in resources and "*" not in verbs
@@ -212,7 +236,7 @@ def test_cluster_mode_grants_exactly_the_documented_rules(helm_bin: Path) -> Non
 
 def test_cluster_mode_with_watched_namespaces_grants_the_same_rules(helm_bin: Path) -> None:
     objects = render(helm_bin, watchNamespaces="{team-a}")
-    assert rule_tuples(one(objects, "ClusterRole")) == CRD_READ + FRAMEWORK_EVENTS + APPLICATION
+    assert rule_tuples(one(objects, "ClusterRole")) == CLUSTER + FRAMEWORK_EVENTS + APPLICATION
     assert container(objects)["args"] == ["run", "--namespace=team-a"]
 
 
@@ -232,7 +256,7 @@ def test_namespaced_mode_grants_a_role_per_namespace_and_only_crd_reads_cluster_
     for role in (o for o in objects if o["kind"] == "Role"):
         assert rule_tuples(role) == FRAMEWORK_EVENTS + APPLICATION
     cluster_roles = [o for o in objects if o["kind"] == "ClusterRole"]
-    assert [rule_tuples(r) for r in cluster_roles] == [CRD_READ]
+    assert [rule_tuples(r) for r in cluster_roles] == [CLUSTER]
     for binding in (o for o in objects if o["kind"] == "RoleBinding"):
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
@@ -258,7 +282,7 @@ def test_extra_rules_are_appended_to_every_role(helm_bin: Path) -> None:
     )
     role = one(objects, "Role")
     assert rule_tuples(role)[-1] == ([""], ["persistentvolumeclaims"], ["get"])
-    assert [rule_tuples(r) for r in objects if r["kind"] == "ClusterRole"] == [CRD_READ]
+    assert [rule_tuples(r) for r in objects if r["kind"] == "ClusterRole"] == [CLUSTER]
 
 
 def test_secret_writes_are_opt_in(helm_bin: Path) -> None:
@@ -279,7 +303,12 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(helm_bin: Path) -> 
         helm_bin,
         **{"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "mine"},
     )
-    assert {o["kind"] for o in objects} == {"Deployment", "Service"}
+    assert {o["kind"] for o in objects} == {
+        "Deployment",
+        "Service",
+        "Secret",
+        "ValidatingWebhookConfiguration",
+    }
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
 
 
@@ -301,7 +330,7 @@ def test_service_monitor_scrapes_the_metrics_service(helm_bin: Path) -> None:
         **{"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.release": "kp"},
     )
     monitor = one(objects, "ServiceMonitor")
-    service = one(objects, "Service")
+    service = one(objects, "Service", "pjo-prefect-job-operator-metrics")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "kp"
     assert monitor["spec"]["endpoints"] == [
@@ -321,6 +350,13 @@ def test_sample_work_pool_is_optional(helm_bin: Path) -> None:
     assert pool["apiVersion"] == "prefect-job-operator.dev/v1alpha1"
     assert pool["metadata"]["namespace"] == NS
     assert pool["spec"]["poolName"] == "sample-pool"
+    # the webhook must be serving to admit it: created after the release's objects
+    assert pool["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    plain = one(
+        render(helm_bin, **{"sampleWorkPool.enabled": "true", "webhook.enabled": "false"}),
+        "WorkPool",
+    )
+    assert "annotations" not in plain["metadata"]
 
 
 def test_long_release_names_are_cut_to_63_characters(helm_bin: Path) -> None:
@@ -328,7 +364,7 @@ def test_long_release_names_are_cut_to_63_characters(helm_bin: Path) -> None:
     proc = helm(helm_bin, "template", longest, str(CHART), "-n", NS, *KUBE, "--set", "replicas=2")
     assert proc.returncode == 0, proc.stderr
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(proc.stdout) if d]
-    assert len(names) == 6
+    assert len(names) == 9
     assert all(len(n) <= 63 and not n.endswith("-") for n in names), names
     assert f"{'r' * 53}-p-metrics" in names
 
@@ -338,6 +374,147 @@ def test_helm_lint_is_clean(helm_bin: Path) -> None:
         proc = helm(helm_bin, "lint", "--strict", str(CHART), *values)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "0 chart(s) failed" in proc.stdout
+
+
+# -- template tests: the admission webhook (docs/security.md) ------------------------------
+
+
+def _webhook(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (hook,) = one(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    return dict(hook)
+
+
+def test_the_webhook_is_on_by_default_with_a_helm_generated_certificate(helm_bin: Path) -> None:
+    import base64
+
+    from cryptography import x509
+
+    objects = render(helm_bin)
+    hook = _webhook(objects)
+    svc = "pjo-prefect-job-operator-webhook"
+    assert hook["clientConfig"]["service"] == {
+        "name": svc,
+        "namespace": NS,
+        "port": 443,
+        "path": "/validate-workpool",  # handlers.WEBHOOK_ID: kopf serves /<handler id>
+    }
+    assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["sideEffects"]) == (
+        "Fail",
+        10,
+        "None",
+    )
+    assert hook["rules"] == [
+        {
+            "apiGroups": ["prefect-job-operator.dev"],
+            "apiVersions": ["*"],
+            "resources": ["workpools"],  # never workpools/status: the operator writes it
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert "namespaceSelector" not in hook
+    service = one(objects, "Service", svc)
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    secret = one(objects, "Secret", "pjo-prefect-job-operator-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    ca = x509.load_pem_x509_certificate(base64.b64decode(hook["clientConfig"]["caBundle"]))
+    assert secret["data"]["ca.crt"] == hook["clientConfig"]["caBundle"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{svc}.{NS}.svc" in sans.get_values_for_type(x509.DNSName)
+    assert base64.b64decode(secret["data"]["tls.key"]).startswith(b"-----BEGIN")
+
+
+def test_the_webhook_can_take_its_certificate_from_cert_manager(helm_bin: Path) -> None:
+    objects = render(helm_bin, **{"webhook.certManager.enabled": "true"})
+    assert not [o for o in objects if o["kind"] == "Secret"]
+    issuer = one(objects, "Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    cert = one(objects, "Certificate")
+    assert cert["apiVersion"] == "cert-manager.io/v1"
+    assert cert["spec"]["secretName"] == "pjo-prefect-job-operator-webhook-tls"
+    assert "pjo-prefect-job-operator-webhook.operators.svc" in cert["spec"]["dnsNames"]
+    assert cert["spec"]["issuerRef"] == {
+        "name": issuer["metadata"]["name"],
+        "kind": "Issuer",
+        "group": "cert-manager.io",
+    }
+    config = one(objects, "ValidatingWebhookConfiguration")
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": f"{NS}/{cert['metadata']['name']}"
+    }
+    assert "caBundle" not in _webhook(objects)["clientConfig"]
+    own = render(
+        helm_bin,
+        **{
+            "webhook.certManager.enabled": "true",
+            "webhook.certManager.issuerRef.name": "corp-ca",
+            "webhook.certManager.issuerRef.kind": "ClusterIssuer",
+        },
+    )
+    assert not [o for o in own if o["kind"] == "Issuer"]
+    assert one(own, "Certificate")["spec"]["issuerRef"]["name"] == "corp-ca"
+    assert one(own, "Certificate")["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+
+
+def test_the_webhook_settings_and_scope_follow_the_values(helm_bin: Path) -> None:
+    objects = render(
+        helm_bin,
+        **{
+            "webhook.failurePolicy": "Ignore",
+            "webhook.timeoutSeconds": "5",
+            "webhook.port": "10250",
+            "rbac.mode": "namespaced",
+            "watchNamespaces": "{team-a,team-b}",
+        },
+    )
+    hook = _webhook(objects)
+    assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Ignore", 5)
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": ["team-a", "team-b"],
+            }
+        ]
+    }
+    assert env_of(objects)["PJO_WEBHOOK_PORT"] == "10250"
+    assert {"name": "webhook", "containerPort": 10250, "protocol": "TCP"} in container(objects)[
+        "ports"
+    ]
+
+
+def test_without_the_webhook_nothing_of_it_is_rendered(helm_bin: Path) -> None:
+    objects = render(helm_bin, **{"webhook.enabled": "false"})
+    assert kinds(objects) == [
+        ("ClusterRole", "pjo-prefect-job-operator", None),
+        ("ClusterRoleBinding", "pjo-prefect-job-operator", None),
+        ("Deployment", "pjo-prefect-job-operator", NS),
+        ("Service", "pjo-prefect-job-operator-metrics", NS),
+        ("ServiceAccount", "pjo-prefect-job-operator", NS),
+    ]
+    assert rule_tuples(one(objects, "ClusterRole")) == CRD_READ + FRAMEWORK_EVENTS + APPLICATION
+    assert not set(env_of(objects)) & set(WEBHOOK_ENV)
+    assert container(objects)["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def test_other_api_urls_are_closed_unless_the_admin_lists_them(helm_bin: Path) -> None:
+    assert "PJO_ALLOWED_API_URLS" not in env_of(render(helm_bin))
+    env = env_of(
+        render(
+            helm_bin,
+            **{"security.allowedApiUrls": "{https://prefect.example.com/api,http://p.team-a:4200}"},
+        )
+    )
+    assert env["PJO_ALLOWED_API_URLS"] == "https://prefect.example.com/api,http://p.team-a:4200"
+    assert "security/allowedApiUrls" in render_error(
+        helm_bin, **{"security.allowedApiUrls": "{http://user@evil.example/api}"}
+    )
 
 
 # -- template tests: bad values fail with a message that names the key --------------------
@@ -421,9 +598,12 @@ def release(k8s_cluster: Cluster, k8s_namespace: str) -> Iterator[str]:
 def test_install_serves_the_crd_and_keeps_it_on_uninstall(
     k8s_cluster: Cluster, k8s_namespace: str, release: str
 ) -> None:
+    # The operator pods are kwok fakes: nothing would serve the webhook, and the API server
+    # must not dial pod IPs (loopback only). The webhook is tested in tests/e2e/test_webhook.py.
     proc = k8s_cluster.helm(
-        "install", release, str(CHART), "-n", k8s_namespace, "--wait", "--timeout", "120s"
-    )
+        "install", release, str(CHART), "-n", k8s_namespace, "--wait", "--timeout", "120s",
+        "--set", "webhook.enabled=false",
+    )  # fmt: skip
     assert "kubectl get wp" in proc.stdout  # NOTES.txt tells the next step
     wait_for("the WorkPool CRD to be Established", lambda: crd_served(k8s_cluster), 30)
     explain = k8s_cluster.kubectl("explain", "workpool.spec").stdout
@@ -477,6 +657,7 @@ def test_upgrade_applies_changed_values(
 ) -> None:
     name = f"{release}-prefect-job-operator"
     k8s_cluster.helm("install", release, str(CHART), "-n", k8s_namespace, "--wait")
+    # the sample WorkPool: no webhook, see test_install_serves_the_crd_and_keeps_it_on_uninstall
     k8s_cluster.helm(
         "upgrade",
         release,
@@ -490,6 +671,8 @@ def test_upgrade_applies_changed_values(
         "operator.logFormat=plain",
         "--set",
         "sampleWorkPool.enabled=true",
+        "--set",
+        "webhook.enabled=false",
     )
     deployment = json.loads(
         k8s_cluster.kubectl("get", "deployment", name, "-n", k8s_namespace, "-o", "json").stdout
@@ -583,6 +766,7 @@ def test_namespaced_rbac_reaches_only_the_watched_namespaces(
     assert not can_i(k8s_cluster, sa, "list", "jobs.batch", "--all-namespaces")
     assert can_i(k8s_cluster, sa, "list", "customresourcedefinitions.apiextensions.k8s.io")
     assert not can_i(k8s_cluster, sa, "create", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can_i(k8s_cluster, sa, "create", "subjectaccessreviews.authorization.k8s.io")
 
     # The grant is real, not just a yes from can-i: a server-side dry run as the operator.
     job = {
@@ -631,6 +815,8 @@ def test_cluster_rbac_is_cluster_wide_but_still_least_privilege(
     assert not can_i(k8s_cluster, sa, "update", "deployments.apps", "-n", k8s_namespace)
     assert not can_i(k8s_cluster, sa, "create", "clusterrolebindings.rbac.authorization.k8s.io")
     assert not can_i(k8s_cluster, sa, "delete", "namespaces")
+    assert can_i(k8s_cluster, sa, "create", "subjectaccessreviews.authorization.k8s.io")
+    assert not can_i(k8s_cluster, sa, "create", "tokenreviews.authentication.k8s.io")
 
 
 # -- the real operator under the chart's RBAC --------------------------------------------

@@ -124,5 +124,5 @@ async def test_metadata_only_updates_are_not_reviewed() -> None:
 
 
 async def test_an_unanswered_review_fails_closed() -> None:
-    with pytest.raises(ReviewFailed, match="could not check create jobs.batch"):
+    with pytest.raises(ReviewFailed, match=r"could not check create jobs\.batch"):
         await review_workpool(Reviewer(set(), fail=True), body({}), None, USER)

@@ -90,3 +90,13 @@ Included once, from deployment.yaml.
 {{- define "pjo.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "pjo.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
+
+{{/* Service of the admission webhook (DNS-1035 label, suffix within 63 characters). */}}
+{{- define "pjo.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "pjo.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* kubernetes.io/tls Secret holding the webhook's certificate (ca.crt, tls.crt, tls.key). */}}
+{{- define "pjo.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "pjo.fullname" . | trunc 51 | trimSuffix "-") }}
+{{- end }}
