@@ -267,3 +267,37 @@ def write_kubeconfig(pki: Pki, name: str, server: str, path: Path) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
     return path
+
+
+def write_webhook_tls(directory: Path, ip: str = "127.0.0.1") -> bytes:
+    """A fresh CA and a serving certificate for `ip`, as a mounted kubernetes.io/tls Secret
+    looks (tls.crt, tls.key, ca.crt in `directory`); returns the CA PEM for a caBundle."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    ca_key = _ec_key()
+    ca_name = _name("pjo-test-webhook-ca")
+    now = dt.datetime.now(dt.UTC)
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = _ec_key()
+    cert = _issue(
+        ca_key,
+        ca_name,
+        _name("pjo-webhook"),
+        key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[x509.IPAddress(ipaddress.ip_address(ip))],
+    )
+    _write(directory / "tls.crt", _cert_pem(cert))
+    _write(directory / "tls.key", _key_pem(key), private=True)
+    _write(directory / "ca.crt", _cert_pem(ca_cert))
+    return _cert_pem(ca_cert)
