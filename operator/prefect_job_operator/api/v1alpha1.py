@@ -294,12 +294,16 @@ class ApiSpec(_Spec):
         None,
         pattern=r"^https?://",
         description="Prefect API URL, e.g. http://prefect-server.prefect:4200/api. Default: the "
-        "operator's PJO_API_URL (or PREFECT_API_URL) setting.",
+        "operator's PJO_API_URL (or PREFECT_API_URL) setting, with the operator's credentials. "
+        "Any other URL must be on the operator's allowlist (PJO_ALLOWED_API_URLS, chart value "
+        "security.allowedApiUrls) and gets only this WorkPool's own credentials, never the "
+        "operator's; otherwise the WorkPool is refused (reason APIURLNotAllowed).",
     )
     api_key_secret_ref: ApiKeySecretRef | None = Field(
         None,
-        description="Secret (in the WorkPool's namespace) holding a Prefect Cloud API key. The "
-        "operator reads it for its own calls; Jobs get it as an env secretKeyRef, so a Secret "
+        description="Secret (in the WorkPool's namespace) holding a Prefect Cloud API key; the "
+        "admission webhook admits it only if you may read it yourself. The operator reads it "
+        "for its own calls; Jobs get it as an env secretKeyRef, so a Secret "
         "with the same name and key must exist in every Job namespace.",
     )
     auth_string_secret_ref: AuthStringSecretRef | None = Field(

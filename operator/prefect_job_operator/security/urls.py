@@ -134,7 +134,7 @@ def decide(spec_url: str | None, operator_url: str | None, allowlist: Sequence[s
             )
         return URLDecision(operator_url, True)
     if operator_url is not None and same_endpoint(spec_url, operator_url):
-        return URLDecision(spec_url, True)
+        return URLDecision(operator_url, True)  # as the admin wrote it
     try:
         endpoint = parse_endpoint(spec_url)
         any_url, prefixes = parse_allowlist(allowlist)
