@@ -656,8 +656,12 @@ def test_upgrade_applies_changed_values(
     k8s_cluster: Cluster, k8s_namespace: str, release: str
 ) -> None:
     name = f"{release}-prefect-job-operator"
-    k8s_cluster.helm("install", release, str(CHART), "-n", k8s_namespace, "--wait")
-    # the sample WorkPool: no webhook, see test_install_serves_the_crd_and_keeps_it_on_uninstall
+    # The sample WorkPool: no webhook, see test_install_serves_the_crd_and_keeps_it_on_uninstall
+    # (and from the install on: Helm creates new objects before it deletes old ones).
+    k8s_cluster.helm(
+        "install", release, str(CHART), "-n", k8s_namespace, "--wait",
+        "--set", "webhook.enabled=false",
+    )  # fmt: skip
     k8s_cluster.helm(
         "upgrade",
         release,
