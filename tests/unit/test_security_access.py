@@ -126,3 +126,12 @@ async def test_metadata_only_updates_are_not_reviewed() -> None:
 async def test_an_unanswered_review_fails_closed() -> None:
     with pytest.raises(ReviewFailed, match=r"could not check create jobs\.batch"):
         await review_workpool(Reviewer(set(), fail=True), body({}), None, USER)
+
+
+def test_a_ca_bundle_from_a_secret_or_configmap_is_checked_too() -> None:
+    for field, resource in (("secretKeyRef", "secrets"), ("configMapKeyRef", "configmaps")):
+        spec = {"api": {"tls": {"caBundleFrom": {field: {"name": "ca", "key": "ca.crt"}}}}}
+        checks = required_access(body(spec))
+        assert ("get", resource, "team-a", "ca") in {
+            (c.verb, c.resource, c.namespace, c.name) for c in checks
+        }

@@ -192,3 +192,20 @@ def test_the_refusal_reason_reaches_the_conditions() -> None:
     patch = status_patch(report, previous={}, generation=1, now=datetime.now(UTC))
     reasons = {c["type"]: c["reason"] for c in patch["conditions"]}
     assert reasons["Ready"] == reasons["PoolSynced"] == "APIURLNotAllowed"
+
+
+async def test_the_operators_custom_headers_follow_its_url_too() -> None:
+    headers = {"X-Proxy-Token": "operator-proxy-token"}
+    ctx = _ctx(
+        _Kube(), allowed_api_urls="http://127.0.0.1:4300/", PJO_CLIENT_CUSTOM_HEADERS=headers
+    )
+    other = await build_runtime(
+        ctx, workpool_body(spec={"api": {"url": "http://127.0.0.1:4300/api"}})
+    )
+    own = await build_runtime(ctx, workpool_body(spec={"workQueues": []}))
+    try:
+        assert "x-proxy-token" not in other.client._http.headers  # type: ignore[attr-defined]
+        assert own.client._http.headers["x-proxy-token"] == "operator-proxy-token"  # type: ignore[attr-defined]
+    finally:
+        await other.client.aclose()
+        await own.client.aclose()
