@@ -21,21 +21,12 @@ from typing import Any, Final
 from slugify import slugify
 
 from prefect_job_operator.rendering.contracts import DEFAULT_PREFECT_VERSION
+from prefect_job_operator.tracking.diagnosis import parse_time
 
 EVENT_PREFIX: Final = "prefect.kubernetes.pod."
 FOLLOWS_WINDOW: Final = timedelta(minutes=5)
 """Upstream links an event to the pod's previous one only within 5 minutes."""
 CACHE_SIZE: Final = 2000
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _container_times(
@@ -45,7 +36,7 @@ def _container_times(
     for status_key in status_keys:
         for cs in status.get(status_key) or []:
             details = ((cs or {}).get("state") or {}).get(state) or {}
-            moment = _parse_time(details.get(key))
+            moment = parse_time(details.get(key))
             if moment is not None:
                 times.append(moment)
     return times
@@ -59,7 +50,7 @@ def phase_occurred(
         return created
     if phase == "Running":
         running = _container_times(status, "running", "startedAt", ("containerStatuses",))
-        return max(running) if running else _parse_time(status.get("startTime"))
+        return max(running) if running else parse_time(status.get("startTime"))
     if phase in {"Succeeded", "Failed", "evicted"}:
         ended = _container_times(
             status, "terminated", "finishedAt", ("initContainerStatuses", "containerStatuses")
@@ -178,7 +169,7 @@ def build_pod_event(event_type: str | None, pod: Mapping[str, Any]) -> dict[str,
                 phase = "evicted"  # upstream's naming: any Failed pod with a terminated reason
                 resource["kubernetes.reason"] = str(terminated["reason"])
                 break
-    occurred = phase_occurred(str(phase), status, _parse_time(meta.get("creationTimestamp")))
+    occurred = phase_occurred(str(phase), status, parse_time(meta.get("creationTimestamp")))
     return {
         "id": the_id,
         "occurred": (occurred or datetime.now(UTC)).isoformat(),
