@@ -88,6 +88,8 @@ async def test_one_pools_outage_never_fails_liveness_and_the_other_pool_dispatch
             },
             name="pool-b",
         )
+        # pool B's server is not the operator's own URL: the admin must allow it (docs/security.md)
+        e2e.operator.extra_env["PJO_ALLOWED_API_URLS"] = srv_b.api_url
         e2e.operator.start()
         await wait_ready(e2e)
 
