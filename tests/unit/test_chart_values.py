@@ -116,8 +116,15 @@ def test_the_schema_is_valid_draft7_and_closed_wherever_the_chart_owns_the_shape
             walk(node["items"], f"{path}[]")
 
     walk(schema, "")
-    # extraEnv and extraRules items are Kubernetes types: only their required field is checked.
-    assert open_objects == ["operator.extraEnv[]", "rbac.extraRules[]"]
+    # extraEnv, extraVolumes, extraVolumeMounts and extraRules items are Kubernetes types:
+    # only their required fields are checked.
+    assert sorted(open_objects) == [
+        "extraEnv[]",
+        "extraVolumeMounts[]",
+        "extraVolumes[]",
+        "operator.extraEnv[]",
+        "rbac.extraRules[]",
+    ]
 
 
 def test_schema_and_values_name_the_same_keys() -> None:
@@ -215,19 +222,18 @@ def test_chart_metadata_matches_the_package_version() -> None:
     assert chart["kubeVersion"] == ">=1.29.0-0"
 
 
-def test_the_chart_crd_is_the_generated_crd() -> None:
-    """The chart ships the CRD in Helm's crds/ folder, copied by scripts/generate.py."""
-    source = ROOT / "crds" / CRD_NAME
-    copy = CHART / "crds" / CRD_NAME
-    assert source.is_file(), f"{source} is missing: run `python scripts/generate.py`"
-    assert copy.is_file(), f"{copy} is missing: run `python scripts/generate.py`"
-    assert copy.read_text() == source.read_text(), (
-        "chart CRD is stale: run `python scripts/generate.py`"
-    )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_NAME]
-    # The CRD is never also a template: Helm would install it twice and fail.
-    templates = "\n".join(p.read_text() for p in (CHART / "templates").iterdir())
-    assert "kind: CustomResourceDefinition" not in templates
+def test_the_chart_crd_is_a_template_of_the_generated_crd() -> None:
+    """cert-manager's layout: the CRD is a template (upgraded by `helm upgrade`), not crds/."""
+    template = (CHART / "templates" / "crds.yaml").read_text()
+    assert not (CHART / "crds").exists(), "Helm never upgrades crds/: the CRD is a template"
+    assert template.startswith("{{- /*\nGENERATED"), "run `python scripts/generate.py`"
+    assert '{{- if ternary $crds.enabled true (hasKey $crds "enabled") }}' in template
+    assert "helm.sh/resource-policy: keep" in template
+    # The rest of the text is the generated CRD's, line for line (the chart test renders it).
+    body = (ROOT / "crds" / CRD_NAME).read_text().split("\nspec:\n", 1)[1]
+    assert body.replace("{{", '{{ "{{" }}').rstrip() in template
+    templates = [p for p in (CHART / "templates").iterdir() if p.name != "crds.yaml"]
+    assert not any("kind: CustomResourceDefinition" in p.read_text() for p in templates)
 
 
 # -- Dockerfile --------------------------------------------------------------------------
