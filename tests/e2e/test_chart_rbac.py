@@ -40,7 +40,8 @@ async def test_operator_under_the_chart_service_account(
 ) -> None:
     cluster = workpool_crd
     release = f"pjo-{mode[:2]}-{uuid.uuid4().hex[:4]}"
-    args = ["install", release, str(CHART), "-n", operator_namespace, "--skip-crds",
+    # The harness applied the CRD: as with GitOps, this release must not own it.
+    args = ["install", release, str(CHART), "-n", operator_namespace, "--set", "crds.enabled=false",
             "--set", f"rbac.mode={mode}"]  # fmt: skip
     if mode == "namespaced":
         args += ["--set", f"watchNamespaces={{{k8s_namespace}}}"]
