@@ -183,6 +183,13 @@ def test_every_value_has_a_helm_docs_comment() -> None:
             {"metrics": {"serviceMonitor": {"interval": "often"}}},
             "interval: 'often' does not match",
         ),
+        ({"crds": {"enabled": "yes"}}, "crds.enabled: 'yes' is not of type 'boolean'"),
+        ({"crds": {"keeep": True}}, "crds: Additional properties are not allowed ('keeep'"),
+        ({"extraVolumeMounts": [{"name": "ca"}]}, "extraVolumeMounts.0: 'mountPath' is a required"),
+        ({"extraVolumes": [{"configMap": {}}]}, "extraVolumes.0: 'name' is a required property"),
+        ({"extraEnv": [{"value": "x"}]}, "extraEnv.0: 'name' is a required property"),
+        ({"extraObjects": [3]}, "extraObjects.0: 3 is not of type 'object', 'string'"),
+        ({"commonLabels": {"team": 1}}, "commonLabels.team: 1 is not of type 'string'"),
     ],
     ids=[
         "rbac-mode",
@@ -194,6 +201,13 @@ def test_every_value_has_a_helm_docs_comment() -> None:
         "log",
         "url",
         "interval",
+        "crds-enabled",
+        "crds-typo",
+        "mount-path",
+        "volume-name",
+        "env-name",
+        "extra-object",
+        "common-labels",
     ],
 )
 def test_the_schema_rejects_wrong_values_with_the_key_in_the_message(
