@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from prefect_job_operator.api.job_namespaces import NamespacePolicy, parse_policy
+
 
 def split_list(value: object) -> object:
     """`a,b` or `["a","b"]` from the environment; other inputs pass through to validation."""
@@ -27,8 +29,6 @@ def split_list(value: object) -> object:
 
 # A list setting: comma-separated (PJO_NAMESPACES=a,b) or JSON (PJO_NAMESPACES='["a","b"]').
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
-
-from prefect_job_operator.api.job_namespaces import NamespacePolicy, parse_policy
 
 
 class OperatorSettings(BaseSettings):
