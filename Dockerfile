@@ -10,7 +10,7 @@ FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY operator ./operator
 # Every dependency ships a manylinux wheel for CPython 3.11, so nothing is compiled here.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

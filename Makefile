@@ -31,11 +31,11 @@ lint: venv ## ruff, mypy --strict, import-linter, hadolint
 	$(BIN)/hadolint Dockerfile
 
 .PHONY: generate
-generate: venv ## Regenerate crds/ and the chart's CRD copy from the pydantic models
+generate: venv ## Regenerate crds/, the chart's CRD template and docs/configuration.md from the models
 	$(BIN)/python scripts/generate.py
 
 .PHONY: verify-generated
-verify-generated: venv ## Fail if crds/ or the chart copy drifted from the models
+verify-generated: venv ## Fail if crds/, the chart's CRD template or docs/configuration.md drifted
 	$(BIN)/python scripts/generate.py --check
 
 .PHONY: test-unit

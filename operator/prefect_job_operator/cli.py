@@ -6,6 +6,7 @@ Subcommands import their module lazily, so `--version` and `render` never start 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,12 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `prefect-job-operator` console script."""
+    try:
+        code = _dispatch(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        # `prefect-job-operator render case.json | head`: the reader left; so do we, quietly.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "run":
         from prefect_job_operator.runner import run_operator
+        from prefect_job_operator.settings_help import SettingsInvalid
 
-        return run_operator(namespaces=args.namespace, verbose=args.verbose)
+        try:
+            return run_operator(namespaces=args.namespace, verbose=args.verbose)
+        except SettingsInvalid as exc:
+            print(f"prefect-job-operator: {exc}", file=sys.stderr)
+            return 2
     if args.command == "render":
         from prefect_job_operator.rendering.case import render_case_command
 

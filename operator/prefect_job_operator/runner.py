@@ -8,11 +8,12 @@ import logging
 from collections.abc import Sequence
 
 from prefect_job_operator.settings import OperatorSettings
+from prefect_job_operator.settings_help import load_settings
 
 
 def run_operator(*, namespaces: Sequence[str] | None, verbose: bool) -> int:
-    """Blocking entry point of `prefect-job-operator run`."""
-    settings = OperatorSettings()
+    """Blocking entry point of `prefect-job-operator run`; SettingsInvalid on a bad setting."""
+    settings = load_settings()
     watch = list(namespaces or settings.namespaces)
     # The namespace rule (api.job_namespaces) must know what is really watched.
     settings = settings.model_copy(update={"namespaces": watch})

@@ -7,13 +7,29 @@ variables Prefect users already set (``PREFECT_API_URL``, ``PREFECT_API_KEY``,
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prefect_job_operator.api.job_namespaces import NamespacePolicy, parse_policy
 from prefect_job_operator.security.urls import UnsafeURLError, parse_allowlist
+
+
+def split_list(value: object) -> object:
+    """`a,b` or `["a","b"]` from the environment; other inputs pass through to validation."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)  # a JSONDecodeError is a ValueError: a validation error
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# A list setting: comma-separated (PJO_NAMESPACES=a,b) or JSON (PJO_NAMESPACES='["a","b"]').
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
 
 
 class OperatorSettings(BaseSettings):
@@ -32,10 +48,14 @@ class OperatorSettings(BaseSettings):
         description="Default Prefect API URL, e.g. http://prefect-server:4200/api.",
     )
     api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("PJO_API_KEY", "PREFECT_API_KEY")
+        None,
+        validation_alias=AliasChoices("PJO_API_KEY", "PREFECT_API_KEY"),
+        description="Default Prefect Cloud API key of the operator's own calls.",
     )
     api_auth_string: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("PJO_API_AUTH_STRING", "PREFECT_API_AUTH_STRING")
+        None,
+        validation_alias=AliasChoices("PJO_API_AUTH_STRING", "PREFECT_API_AUTH_STRING"),
+        description="Default basic-auth string `user:password` of a self-hosted Prefect server.",
     )
     api_ssl_cert_file: str | None = Field(
         None,
@@ -85,10 +105,16 @@ class OperatorSettings(BaseSettings):
         description="Kubernetes Secret (in each Job namespace) holding the API key that Jobs "
         "receive as a secretKeyRef; the key is never written into a Job in plain text.",
     )
-    api_key_secret_key: str = "api-key"
-    api_auth_string_secret_name: str | None = None
-    api_auth_string_secret_key: str = "auth-string"
-    namespaces: list[str] = Field(
+    api_key_secret_key: str = Field("api-key", description="Key of the API key in that Secret.")
+    api_auth_string_secret_name: str | None = Field(
+        None,
+        description="Kubernetes Secret (in each Job namespace) holding the basic-auth string "
+        "that Jobs receive as PREFECT_API_AUTH_STRING (a secretKeyRef).",
+    )
+    api_auth_string_secret_key: str = Field(
+        "auth-string", description="Key of the basic-auth string in that Secret."
+    )
+    namespaces: CommaList = Field(
         default_factory=list,
         description="Namespaces whose WorkPools, Jobs and Pods this operator watches; empty means "
         "cluster-wide.",
@@ -120,7 +146,7 @@ class OperatorSettings(BaseSettings):
         description="Directory with the webhook's tls.crt and tls.key (a mounted "
         "kubernetes.io/tls Secret; re-read when they change). Required with webhook_port.",
     )
-    health_host: str = "0.0.0.0"
+    health_host: str = Field("0.0.0.0", description="Address of /healthz, /readyz and /metrics.")
     health_port: int = Field(
         8080, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics."
     )
@@ -140,7 +166,12 @@ class OperatorSettings(BaseSettings):
         "prefecthq/prefect:3.9.1-python3.11",
         description="Image of a Job whose template and job variables name none (upstream's rule).",
     )
-    lease_duration_seconds: int = Field(15, ge=5)
+    lease_duration_seconds: int = Field(
+        15,
+        ge=5,
+        description="Lifetime of a WorkPool's Lease: a standby replica takes the pool over this "
+        "long after its holder stopped renewing it.",
+    )
     identity: str | None = Field(
         None,
         validation_alias=AliasChoices("PJO_IDENTITY", "POD_NAME"),
@@ -178,8 +209,12 @@ class OperatorSettings(BaseSettings):
         "runs whose Job is gone). Each lists every such run of the pool, so it is the most "
         "expensive call the operator makes; the first one runs as soon as a replica leads.",
     )
-    status_interval_seconds: float = Field(5.0, gt=0)
-    log_format: str = Field("json", pattern="^(json|plain)$")
+    status_interval_seconds: float = Field(
+        5.0, gt=0, description="Seconds between two writes of a WorkPool's status."
+    )
+    log_format: str = Field(
+        "json", pattern="^(json|plain)$", description="Log format: `json` or `plain`."
+    )
 
     @field_validator("job_namespace_policy")
     @classmethod

@@ -40,9 +40,10 @@ async def test_operator_under_the_chart_service_account(
 ) -> None:
     cluster = workpool_crd
     release = f"pjo-{mode[:2]}-{uuid.uuid4().hex[:4]}"
-    # No webhook: its Service's pods are kwok fakes, and the API server must not dial pod IPs
-    # (loopback only). The webhook under the chart's RBAC: tests/e2e/test_webhook.py.
-    args = ["install", release, str(CHART), "-n", operator_namespace, "--skip-crds",
+    # The harness applied the CRD: as with GitOps, this release must not own it. No webhook:
+    # its Service's pods are kwok fakes, and the API server must not dial pod IPs (loopback
+    # only). The webhook under the chart's RBAC: tests/e2e/test_security.py.
+    args = ["install", release, str(CHART), "-n", operator_namespace, "--set", "crds.enabled=false",
             "--set", f"rbac.mode={mode}", "--set", "webhook.enabled=false"]  # fmt: skip
     if mode == "namespaced":
         args += ["--set", f"watchNamespaces={{{k8s_namespace}}}"]

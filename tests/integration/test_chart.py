@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from prefect_job_operator.api.crdgen import build_crd
 from tests.infra.cluster import Cluster, find_testbin, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,7 @@ def test_default_values_render_the_cluster_wide_install(helm_bin: Path) -> None:
     assert kinds(objects) == [
         ("ClusterRole", "pjo-prefect-job-operator", None),
         ("ClusterRoleBinding", "pjo-prefect-job-operator", None),
+        ("CustomResourceDefinition", CRD, None),
         ("Deployment", "pjo-prefect-job-operator", NS),
         ("Secret", "pjo-prefect-job-operator-webhook-tls", NS),
         ("Service", "pjo-prefect-job-operator-metrics", NS),
@@ -304,6 +306,7 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(helm_bin: Path) -> 
         **{"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "mine"},
     )
     assert {o["kind"] for o in objects} == {
+        "CustomResourceDefinition",
         "Deployment",
         "Service",
         "Secret",
@@ -346,7 +349,25 @@ def test_service_monitor_scrapes_the_metrics_service(helm_bin: Path) -> None:
 
 def test_sample_work_pool_is_optional(helm_bin: Path) -> None:
     assert not [o for o in render(helm_bin) if o["kind"] == "WorkPool"]
-    pool = one(render(helm_bin, **{"sampleWorkPool.enabled": "true"}), "WorkPool")
+    # Not before the cluster serves the kind (the CRD is a template of the same release).
+    assert not [
+        o for o in render(helm_bin, **{"sampleWorkPool.enabled": "true"}) if o["kind"] == "WorkPool"
+    ]
+    proc = helm(
+        helm_bin,
+        "template",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NS,
+        *KUBE,
+        "--api-versions",
+        "prefect-job-operator.dev/v1alpha1/WorkPool",
+        "--set",
+        "sampleWorkPool.enabled=true",
+    )
+    assert proc.returncode == 0, proc.stderr
+    pool = one([d for d in yaml.safe_load_all(proc.stdout) if d], "WorkPool")
     assert pool["apiVersion"] == "prefect-job-operator.dev/v1alpha1"
     assert pool["metadata"]["namespace"] == NS
     assert pool["spec"]["poolName"] == "sample-pool"
@@ -364,7 +385,7 @@ def test_long_release_names_are_cut_to_63_characters(helm_bin: Path) -> None:
     proc = helm(helm_bin, "template", longest, str(CHART), "-n", NS, *KUBE, "--set", "replicas=2")
     assert proc.returncode == 0, proc.stderr
     names = [d["metadata"]["name"] for d in yaml.safe_load_all(proc.stdout) if d]
-    assert len(names) == 9
+    assert len(names) == 10
     assert all(len(n) <= 63 and not n.endswith("-") for n in names), names
     assert f"{'r' * 53}-p-metrics" in names
 
@@ -517,6 +538,114 @@ def test_other_api_urls_are_closed_unless_the_admin_lists_them(helm_bin: Path) -
     )
 
 
+# -- template tests: the CRD, credentials and the values users expect ---------------------
+
+
+def test_the_crd_is_a_kept_template_behind_crds_enabled(helm_bin: Path) -> None:
+    crd = one(render(helm_bin), "CustomResourceDefinition", CRD)
+    assert crd["spec"] == build_crd()["spec"]  # the generated CRD, `{{` escapes and all
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    unkept = one(render(helm_bin, **{"crds.keep": "false"}), "CustomResourceDefinition")
+    assert "annotations" not in unkept["metadata"]
+    objects = render(helm_bin, **{"crds.enabled": "false"})
+    assert not [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+
+
+def test_the_readme_secret_name_alone_reads_the_api_key_key(helm_bin: Path) -> None:
+    """README: `kubectl create secret ... --from-literal=api-key=...` + existingSecret.name."""
+    env = env_of(render(helm_bin, **{"prefect.existingSecret.name": "prefect-api"}))
+    assert env["PJO_API_KEY"] == {"secretKeyRef": {"name": "prefect-api", "key": "api-key"}}
+    assert "PJO_API_AUTH_STRING" not in env
+    basic = env_of(
+        render(
+            helm_bin,
+            **{
+                "prefect.existingSecret.name": "creds",
+                "prefect.existingSecret.authStringKey": "auth",
+            },
+        )
+    )
+    assert "PJO_API_KEY" not in basic
+    assert basic["PJO_API_AUTH_STRING"] == {"secretKeyRef": {"name": "creds", "key": "auth"}}
+    assert "PJO_API_KEY" not in env_of(render(helm_bin))
+
+
+EXTRA_VALUES = """
+commonLabels: {team: data}
+podLabels: {tier: ops}
+extraEnv:
+  - {name: SSL_CERT_FILE, value: /etc/prefect-ca/ca.crt}
+operator:
+  extraEnv:
+    - {name: LEGACY, value: "1"}
+envFrom:
+  - secretRef: {name: proxy-settings}
+extraVolumes:
+  - name: prefect-ca
+    configMap: {name: prefect-ca}
+extraVolumeMounts:
+  - {name: prefect-ca, mountPath: /etc/prefect-ca, readOnly: true}
+extraObjects:
+  - apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: prefect-ca, namespace: "{{ .Release.Namespace }}"}
+    data: {ca.crt: "pem"}
+  - |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: {{ include "pjo.fullname" . }}-extra
+      namespace: {{ .Release.Namespace }}
+"""
+
+
+def render_file(helm_bin: Path, values: str, tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    proc = helm(helm_bin, "template", RELEASE, str(CHART), "-n", NS, *KUBE, "-f", str(path))
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_extra_env_volumes_labels_and_objects_render_where_kubernetes_expects_them(
+    helm_bin: Path, tmp_path: Path
+) -> None:
+    objects = render_file(helm_bin, EXTRA_VALUES, tmp_path)
+    c = container(objects)
+    env = env_of(objects)
+    assert env["SSL_CERT_FILE"] == "/etc/prefect-ca/ca.crt" and env["LEGACY"] == "1"
+    assert c["envFrom"] == [{"secretRef": {"name": "proxy-settings"}}]
+    assert c["volumeMounts"][1:] == [
+        {"name": "prefect-ca", "mountPath": "/etc/prefect-ca", "readOnly": True}
+    ]
+    pod = one(objects, "Deployment")["spec"]["template"]
+    assert pod["spec"]["volumes"][1:] == [
+        {"name": "prefect-ca", "configMap": {"name": "prefect-ca"}}
+    ]
+    assert pod["metadata"]["labels"]["team"] == "data"
+    assert pod["metadata"]["labels"]["tier"] == "ops"
+    assert "team" not in one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    for obj in objects:
+        if obj["kind"] != "ConfigMap":
+            assert obj["metadata"]["labels"]["team"] == "data", obj["kind"]
+    assert one(objects, "ConfigMap", "prefect-ca")["metadata"]["namespace"] == NS
+    assert (
+        one(objects, "ConfigMap", "pjo-prefect-job-operator-extra")["metadata"]["namespace"] == NS
+    )
+
+
+def test_extra_values_pass_helm_lint_strict_and_the_schema_checks_their_shape(
+    helm_bin: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(EXTRA_VALUES)
+    proc = helm(helm_bin, "lint", "--strict", str(CHART), "-f", str(path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mountPath" in render_error(helm_bin, **{"extraVolumeMounts[0].name": "x"})
+    assert "name" in render_error(helm_bin, **{"extraVolumes[0].emptyDir.medium": "Memory"})
+
+
 # -- template tests: bad values fail with a message that names the key --------------------
 
 
@@ -533,15 +662,11 @@ def test_other_api_urls_are_closed_unless_the_admin_lists_them(helm_bin: Path) -
             "rbac.mode=namespaced needs the namespaces to grant: set watchNamespaces",
         ),
         (
-            {"prefect.existingSecret.name": "creds"},
-            "prefect.existingSecret.name is set but names no key",
-        ),
-        (
             {"metrics.service.enabled": "false", "metrics.serviceMonitor.enabled": "true"},
             "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true",
         ),
     ],
-    ids=["rbac-mode", "replicas", "typo", "pull-policy", "ns-name", "no-ns", "no-key", "monitor"],
+    ids=["rbac-mode", "replicas", "typo", "pull-policy", "ns-name", "no-ns", "monitor"],
 )
 def test_bad_values_fail_with_a_clear_message(
     helm_bin: Path, values: dict[str, str], message: str
@@ -586,10 +711,29 @@ def crd_served(cluster: Cluster) -> bool:
     return proc.stdout == "True"
 
 
+def adopt_crd(cluster: Cluster, release: str, namespace: str) -> None:
+    """Hand an existing CRD to `release` (docs/install.md's adoption step).
+
+    The session's cluster is shared: the CRD may come from an earlier test (applied from
+    crds/, or kept by an uninstalled release), and Helm adopts only what names the release.
+    """
+    if cluster.kubectl("get", "crd", CRD, check=False).returncode != 0:
+        return
+    cluster.kubectl(
+        "annotate", "crd", CRD, "--overwrite",
+        f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={namespace}",
+    )  # fmt: skip
+    cluster.kubectl("label", "crd", CRD, "--overwrite", "app.kubernetes.io/managed-by=Helm")
+
+
 @pytest.fixture
 def release(k8s_cluster: Cluster, k8s_namespace: str) -> Iterator[str]:
-    """A unique release name (cluster-scoped RBAC names derive from it), uninstalled after."""
+    """A unique release name (cluster-scoped RBAC names derive from it), uninstalled after.
+
+    It owns the WorkPool CRD (adopted if it exists), as the only installation would.
+    """
     name = unique("pjo")
+    adopt_crd(k8s_cluster, name, k8s_namespace)
     yield name
     k8s_cluster.helm("uninstall", name, "-n", k8s_namespace, "--wait", check=False)
 
@@ -599,7 +743,7 @@ def test_install_serves_the_crd_and_keeps_it_on_uninstall(
     k8s_cluster: Cluster, k8s_namespace: str, release: str
 ) -> None:
     # The operator pods are kwok fakes: nothing would serve the webhook, and the API server
-    # must not dial pod IPs (loopback only). The webhook is tested in tests/e2e/test_webhook.py.
+    # must not dial pod IPs (loopback only). The webhook is tested in tests/e2e/test_security.py.
     proc = k8s_cluster.helm(
         "install", release, str(CHART), "-n", k8s_namespace, "--wait", "--timeout", "120s",
         "--set", "webhook.enabled=false",
@@ -697,12 +841,12 @@ def test_upgrade_applies_changed_values(
     )
     assert k8s_cluster.kubectl("get", "pdb", name, "-n", k8s_namespace, check=False).returncode != 0
 
-    # The documented CRD upgrade step (docs/install.md) applies over the Helm-created CRD.
-    crds = k8s_cluster.helm("show", "crds", str(CHART)).stdout
-    applied = k8s_cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", "-", input=crds
-    ).stdout
-    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD} serverside-applied" in applied
+    # The CRD is part of the release: upgraded with it, and kept on uninstall.
+    crd = json.loads(k8s_cluster.kubectl("get", "crd", CRD, "-o", "json").stdout)
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    generated = build_crd()["spec"]["versions"][0]["schema"]
+    assert crd["spec"]["versions"][0]["schema"] == generated
 
 
 @pytest.mark.cluster

@@ -37,7 +37,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Build from a copy of what the Dockerfile copies, so setuptools' build/ and egg-info
     # never land in the working tree (and the image's build context is proven sufficient).
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, src / name)
     shutil.copytree(
@@ -47,10 +47,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     out = tmp_path_factory.mktemp("wheel")
     started = time.monotonic()
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", out, src)
+    proc = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", out, src)
     print(f"wheel built in {time.monotonic() - started:.1f}s")
+    (out / "build.log").write_text(proc.stdout + proc.stderr)
     (built,) = out.glob("prefect_job_operator-*.whl")
     return built
+
+
+def test_the_build_has_no_setuptools_deprecation(wheel: Path) -> None:
+    """`project.license` as a TOML table was deprecated; the SPDX string is not."""
+    log = (wheel.parent / "build.log").read_text()
+    assert "Building wheel for prefect-job-operator" in log or "prefect_job_operator" in log
+    assert "SetuptoolsDeprecationWarning" not in log
+    assert "License classifiers are deprecated" not in log
 
 
 @pytest.fixture(scope="module")
@@ -82,15 +91,26 @@ def test_the_wheel_holds_only_the_package(wheel: Path) -> None:
     assert wheel.name == f"prefect_job_operator-{VERSION}-py3-none-any.whl"
 
 
+def test_the_wheel_carries_the_license(wheel: Path) -> None:
+    """Apache-2.0 as SPDX metadata (PEP 639), with the license text in the dist-info."""
+    archive = zipfile.ZipFile(wheel)
+    info = f"prefect_job_operator-{VERSION}.dist-info"
+    metadata = archive.read(f"{info}/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert "License-File: LICENSE" in metadata.splitlines()
+    text = archive.read(f"{info}/licenses/LICENSE").decode()
+    assert text == (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
 def test_the_console_script_reports_the_version(clean_venv: Path) -> None:
     proc = run(clean_venv / "prefect-job-operator", "--version")
     assert proc.stdout.strip() == f"prefect-job-operator {VERSION}"
 
 
-def test_the_installed_package_prints_the_crd_the_chart_ships(clean_venv: Path) -> None:
+def test_the_installed_package_prints_the_generated_crd(clean_venv: Path) -> None:
     proc = run(clean_venv / "prefect-job-operator", "crds")
-    chart_crd = ROOT / "charts/prefect-job-operator/crds/workpools.prefect-job-operator.dev.yaml"
-    assert proc.stdout == chart_crd.read_text()
+    assert proc.stdout == (ROOT / "crds/workpools.prefect-job-operator.dev.yaml").read_text()
 
 
 def test_the_dependencies_are_consistent_and_exclude_prefect(clean_venv: Path) -> None:

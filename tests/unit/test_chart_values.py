@@ -116,8 +116,15 @@ def test_the_schema_is_valid_draft7_and_closed_wherever_the_chart_owns_the_shape
             walk(node["items"], f"{path}[]")
 
     walk(schema, "")
-    # extraEnv and extraRules items are Kubernetes types: only their required field is checked.
-    assert open_objects == ["operator.extraEnv[]", "rbac.extraRules[]"]
+    # extraEnv, extraVolumes, extraVolumeMounts and extraRules items are Kubernetes types:
+    # only their required fields are checked.
+    assert sorted(open_objects) == [
+        "extraEnv[]",
+        "extraVolumeMounts[]",
+        "extraVolumes[]",
+        "operator.extraEnv[]",
+        "rbac.extraRules[]",
+    ]
 
 
 def test_schema_and_values_name_the_same_keys() -> None:
@@ -176,6 +183,13 @@ def test_every_value_has_a_helm_docs_comment() -> None:
             {"metrics": {"serviceMonitor": {"interval": "often"}}},
             "interval: 'often' does not match",
         ),
+        ({"crds": {"enabled": "yes"}}, "crds.enabled: 'yes' is not of type 'boolean'"),
+        ({"crds": {"keeep": True}}, "crds: Additional properties are not allowed ('keeep'"),
+        ({"extraVolumeMounts": [{"name": "ca"}]}, "extraVolumeMounts.0: 'mountPath' is a required"),
+        ({"extraVolumes": [{"configMap": {}}]}, "extraVolumes.0: 'name' is a required property"),
+        ({"extraEnv": [{"value": "x"}]}, "extraEnv.0: 'name' is a required property"),
+        ({"extraObjects": [3]}, "extraObjects.0: 3 is not of type 'object', 'string'"),
+        ({"commonLabels": {"team": 1}}, "commonLabels.team: 1 is not of type 'string'"),
     ],
     ids=[
         "rbac-mode",
@@ -187,6 +201,13 @@ def test_every_value_has_a_helm_docs_comment() -> None:
         "log",
         "url",
         "interval",
+        "crds-enabled",
+        "crds-typo",
+        "mount-path",
+        "volume-name",
+        "env-name",
+        "extra-object",
+        "common-labels",
     ],
 )
 def test_the_schema_rejects_wrong_values_with_the_key_in_the_message(
@@ -215,19 +236,18 @@ def test_chart_metadata_matches_the_package_version() -> None:
     assert chart["kubeVersion"] == ">=1.29.0-0"
 
 
-def test_the_chart_crd_is_the_generated_crd() -> None:
-    """The chart ships the CRD in Helm's crds/ folder, copied by scripts/generate.py."""
-    source = ROOT / "crds" / CRD_NAME
-    copy = CHART / "crds" / CRD_NAME
-    assert source.is_file(), f"{source} is missing: run `python scripts/generate.py`"
-    assert copy.is_file(), f"{copy} is missing: run `python scripts/generate.py`"
-    assert copy.read_text() == source.read_text(), (
-        "chart CRD is stale: run `python scripts/generate.py`"
-    )
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_NAME]
-    # The CRD is never also a template: Helm would install it twice and fail.
-    templates = "\n".join(p.read_text() for p in (CHART / "templates").iterdir())
-    assert "kind: CustomResourceDefinition" not in templates
+def test_the_chart_crd_is_a_template_of_the_generated_crd() -> None:
+    """cert-manager's layout: the CRD is a template (upgraded by `helm upgrade`), not crds/."""
+    template = (CHART / "templates" / "crds.yaml").read_text()
+    assert not (CHART / "crds").exists(), "Helm never upgrades crds/: the CRD is a template"
+    assert template.startswith("{{- /*\nGENERATED"), "run `python scripts/generate.py`"
+    assert '{{- if ternary $crds.enabled true (hasKey $crds "enabled") }}' in template
+    assert "helm.sh/resource-policy: keep" in template
+    # The rest of the text is the generated CRD's, line for line (the chart test renders it).
+    body = (ROOT / "crds" / CRD_NAME).read_text().split("\nspec:\n", 1)[1]
+    assert body.replace("{{", '{{ "{{" }}').rstrip() in template
+    templates = [p for p in (CHART / "templates").iterdir() if p.name != "crds.yaml"]
+    assert not any("kind: CustomResourceDefinition" in p.read_text() for p in templates)
 
 
 # -- Dockerfile --------------------------------------------------------------------------

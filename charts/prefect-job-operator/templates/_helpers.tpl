@@ -42,6 +42,20 @@ helm.sh/chart: {{ include "pjo.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: prefect-job-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Key of the operator's API key in prefect.existingSecret: apiKeyKey, else `api-key` unless
+only a basic-auth key is named (so `--set prefect.existingSecret.name=prefect-api` alone
+reads the key that `kubectl create secret generic prefect-api --from-literal=api-key=...` wrote).
+*/}}
+{{- define "pjo.apiKeyKey" -}}
+{{- with .Values.prefect.existingSecret }}
+{{- if .apiKeyKey }}{{ .apiKeyKey }}{{ else if and .name (not .authStringKey) }}api-key{{ end }}
+{{- end }}
 {{- end }}
 
 {{/* ServiceAccount the operator runs as. */}}
@@ -74,9 +88,6 @@ Included once, from deployment.yaml.
 {{- define "pjo.validate" -}}
 {{- if and (eq .Values.rbac.mode "namespaced") (empty .Values.watchNamespaces) }}
 {{- fail "rbac.mode=namespaced needs the namespaces to grant: set watchNamespaces (e.g. --set 'watchNamespaces={team-a,team-b}')" }}
-{{- end }}
-{{- if and .Values.prefect.existingSecret.name (not (or .Values.prefect.existingSecret.apiKeyKey .Values.prefect.existingSecret.authStringKey)) }}
-{{- fail "prefect.existingSecret.name is set but names no key: set prefect.existingSecret.apiKeyKey (Prefect Cloud) or prefect.existingSecret.authStringKey (self-hosted basic auth)" }}
 {{- end }}
 {{- if and (not .Values.prefect.existingSecret.name) (or .Values.prefect.existingSecret.apiKeyKey .Values.prefect.existingSecret.authStringKey) }}
 {{- fail "prefect.existingSecret.apiKeyKey/authStringKey are set but prefect.existingSecret.name is empty: name the Secret that holds them" }}
