@@ -353,30 +353,20 @@ def test_sample_work_pool_is_optional(helm_bin: Path) -> None:
     assert not [
         o for o in render(helm_bin, **{"sampleWorkPool.enabled": "true"}) if o["kind"] == "WorkPool"
     ]
-    proc = helm(
-        helm_bin,
-        "template",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NS,
-        *KUBE,
-        "--api-versions",
-        "prefect-job-operator.dev/v1alpha1/WorkPool",
-        "--set",
-        "sampleWorkPool.enabled=true",
-    )
-    assert proc.returncode == 0, proc.stderr
-    pool = one([d for d in yaml.safe_load_all(proc.stdout) if d], "WorkPool")
+    served = ["--api-versions", "prefect-job-operator.dev/v1alpha1/WorkPool"]
+
+    def sample(*values: str) -> dict[str, Any]:
+        proc = helm(helm_bin, "template", RELEASE, str(CHART), "-n", NS, *KUBE, *served, *values)
+        assert proc.returncode == 0, proc.stderr
+        return one([d for d in yaml.safe_load_all(proc.stdout) if d], "WorkPool")
+
+    pool = sample("--set", "sampleWorkPool.enabled=true")
     assert pool["apiVersion"] == "prefect-job-operator.dev/v1alpha1"
     assert pool["metadata"]["namespace"] == NS
     assert pool["spec"]["poolName"] == "sample-pool"
     # the webhook must be serving to admit it: created after the release's objects
     assert pool["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
-    plain = one(
-        render(helm_bin, **{"sampleWorkPool.enabled": "true", "webhook.enabled": "false"}),
-        "WorkPool",
-    )
+    plain = sample("--set", "sampleWorkPool.enabled=true", "--set", "webhook.enabled=false")
     assert "annotations" not in plain["metadata"]
 
 
@@ -515,6 +505,7 @@ def test_without_the_webhook_nothing_of_it_is_rendered(helm_bin: Path) -> None:
     assert kinds(objects) == [
         ("ClusterRole", "pjo-prefect-job-operator", None),
         ("ClusterRoleBinding", "pjo-prefect-job-operator", None),
+        ("CustomResourceDefinition", CRD, None),
         ("Deployment", "pjo-prefect-job-operator", NS),
         ("Service", "pjo-prefect-job-operator-metrics", NS),
         ("ServiceAccount", "pjo-prefect-job-operator", NS),
@@ -616,13 +607,15 @@ def test_extra_env_volumes_labels_and_objects_render_where_kubernetes_expects_th
     env = env_of(objects)
     assert env["SSL_CERT_FILE"] == "/etc/prefect-ca/ca.crt" and env["LEGACY"] == "1"
     assert c["envFrom"] == [{"secretRef": {"name": "proxy-settings"}}]
-    assert c["volumeMounts"][1:] == [
-        {"name": "prefect-ca", "mountPath": "/etc/prefect-ca", "readOnly": True}
-    ]
+    assert [m["name"] for m in c["volumeMounts"]] == ["tmp", "webhook-tls", "prefect-ca"]
+    assert c["volumeMounts"][-1] == {
+        "name": "prefect-ca",
+        "mountPath": "/etc/prefect-ca",
+        "readOnly": True,
+    }
     pod = one(objects, "Deployment")["spec"]["template"]
-    assert pod["spec"]["volumes"][1:] == [
-        {"name": "prefect-ca", "configMap": {"name": "prefect-ca"}}
-    ]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["tmp", "webhook-tls", "prefect-ca"]
+    assert pod["spec"]["volumes"][-1] == {"name": "prefect-ca", "configMap": {"name": "prefect-ca"}}
     assert pod["metadata"]["labels"]["team"] == "data"
     assert pod["metadata"]["labels"]["tier"] == "ops"
     assert "team" not in one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
