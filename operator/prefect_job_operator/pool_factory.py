@@ -12,6 +12,10 @@ from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.client import HeaderConflict, PrefectClient, TlsOptions
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.rendering import SecretKeyRef, WorkerContext
+from prefect_job_operator.security.job_credentials import (
+    operator_key_refusal,
+    operator_key_use,
+)
 from prefect_job_operator.security.urls import decide
 from prefect_job_operator.writeback.prefect_states import StateWriter
 
@@ -102,6 +106,18 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
             credential_secrets["PREFECT_API_KEY"] = api_key
         elif auth_string and not api_key and "PREFECT_API_AUTH_STRING" not in secret_env:
             credential_secrets["PREFECT_API_AUTH_STRING"] = auth_string
+    own_credentials = spec.api.api_key_secret_ref or spec.api.auth_string_secret_ref
+    key_use = operator_key_use(
+        workpool_namespace=namespace,
+        create_secret_for_api_key=spec.worker.create_secret_for_api_key,
+        copied=credential_secrets,
+        operator_wide=decision.operator_credentials and own_credentials is None,
+        allowed=settings.operator_key_namespace_list,
+    )
+    if operator_key_refusal(key_use, namespace) is not None:
+        # Its namespace may not receive the operator's key: no Job of it ever will, so the
+        # key is not even kept for rendering (every submission is refused, with the reason).
+        credential_secrets = {}
     rt = PoolRuntime(
         namespace=namespace,
         name=str(meta.get("name")),
@@ -115,6 +131,7 @@ async def build_runtime(ctx: OperatorContext, body: Mapping[str, Any]) -> PoolRu
         client=client,
         writer=StateWriter(client),
         events=ctx.events,
+        operator_key=key_use,
     )
     rt.worker_ctx = WorkerContext(
         worker_name=rt.worker_name,

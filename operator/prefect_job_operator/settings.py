@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prefect_job_operator.api.job_namespaces import NamespacePolicy, parse_policy
+from prefect_job_operator.security.job_credentials import parse_namespaces
 from prefect_job_operator.security.urls import UnsafeURLError, parse_allowlist
 
 
@@ -99,6 +100,14 @@ class OperatorSettings(BaseSettings):
         "path segments) that a WorkPool's spec.api.url may name besides api_url; '*' allows any. "
         "Such pools get only their own credentials, never api_key/api_auth_string. Default: "
         "none (WorkPools use api_url only).",
+    )
+    operator_key_namespaces: str = Field(
+        "",
+        description="Comma-separated namespaces (or patterns, '*' matching any characters) "
+        "whose WorkPools may have the operator-wide api_key/api_auth_string copied into "
+        "per-Job Secrets (worker.createSecretForApiKey); both the WorkPool's and the Job's "
+        "namespace must match. Default: none (the chart: its own namespace). A WorkPool "
+        "with its own apiKeySecretRef is not affected.",
     )
     api_key_secret_name: str | None = Field(
         None,
@@ -215,6 +224,17 @@ class OperatorSettings(BaseSettings):
     log_format: str = Field(
         "json", pattern="^(json|plain)$", description="Log format: `json` or `plain`."
     )
+
+    @field_validator("operator_key_namespaces")
+    @classmethod
+    def _check_operator_key_namespaces(cls, value: str) -> str:
+        parse_namespaces(value)
+        return value
+
+    @cached_property
+    def operator_key_namespace_list(self) -> tuple[str, ...]:
+        """`operator_key_namespaces`, parsed."""
+        return parse_namespaces(self.operator_key_namespaces)
 
     @field_validator("job_namespace_policy")
     @classmethod

@@ -397,7 +397,8 @@ async def _build(ctx: OperatorContext, spec: dict[str, Any]) -> PoolRuntime:
 
 
 async def test_job_env_template_env_and_secret_options_reach_the_worker_context() -> None:
-    ctx = _context(FakeKube(), api_key=SecretStr("pnu_op"))
+    # the admin lets namespace "ns" receive the operator's key (tests/unit/test_job_credentials)
+    ctx = _context(FakeKube(), api_key=SecretStr("pnu_op"), operator_key_namespaces="ns")
     rt = await _build(
         ctx,
         {

@@ -11,7 +11,10 @@ only when all of these hold:
    of that namespace target it; a WorkPool's own namespace is always allowed, nothing else is
    by default: whoever may create a WorkPool must not get Jobs elsewhere through the operator;
 3. the operator watches it (``PJO_NAMESPACES``), otherwise it would never see the Job's events;
-4. the operator's own RBAC lets it list Jobs there (learned by the first listing).
+4. the operator's own RBAC lets it list Jobs there (learned by the first listing);
+5. when the pool copies the operator-wide Prefect key into its Jobs
+   (``worker.createSecretForApiKey``), the admin lets both namespaces receive it
+   (`security.job_credentials.operator_key_refusal`, ``PJO_OPERATOR_KEY_NAMESPACES``).
 
 Pure: no I/O; the callers pass what they observed.
 """
@@ -24,6 +27,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Final
+
+from prefect_job_operator.security.job_credentials import (
+    REASON_NOT_ALLOWED as REASON_OPERATOR_KEY,
+)
+from prefect_job_operator.security.job_credentials import OperatorKeyUse, operator_key_refusal
 
 ALL: Final = "*"
 POLICY_SETTING: Final = "PJO_JOB_NAMESPACE_POLICY"
@@ -153,6 +161,8 @@ class NamespaceScope:
     """The operator's watched namespaces; empty means cluster-wide."""
     forbidden: Mapping[str, str] | None = None
     """Namespace → the permission the operator lacks there (from a 403)."""
+    operator_key: OperatorKeyUse | None = None
+    """Set when the pool's Jobs would get a copy of the operator-wide credentials."""
 
 
 def namespace_refusal(target: str, scope: NamespaceScope) -> Refusal | None:
@@ -190,6 +200,9 @@ def namespace_refusal(target: str, scope: NamespaceScope) -> Refusal | None:
     forbidden = scope.forbidden or {}
     if target in forbidden:
         return Refusal(target, REASON_FORBIDDEN, forbidden[target])
+    key_refusal = operator_key_refusal(scope.operator_key, target)
+    if key_refusal is not None:
+        return Refusal(target, REASON_OPERATOR_KEY, key_refusal)
     return None
 
 
@@ -226,6 +239,10 @@ def namespace_report(scope: NamespaceScope, template_namespace: str | None) -> N
     # '*' always leaves the WorkPool's own namespace usable (if watched), so only a list of
     # concrete namespaces that are all refused means that no run can be placed.
     blocking = ALL not in scope.job_namespaces and len(refusals) == len(scope.job_namespaces) > 0
+    # A pool in a namespace that may not receive the operator's key cannot place any run.
+    blocking = blocking or (
+        operator_key_refusal(scope.operator_key, scope.workpool_namespace) is not None
+    )
     if template_namespace is not None:
         refusal = namespace_refusal(template_namespace, scope)
         if refusal is not None:

@@ -23,6 +23,7 @@ from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.rendering import WorkerContext
+from prefect_job_operator.security.job_credentials import OperatorKeyUse
 from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.tracking.runs import RunTable
 from prefect_job_operator.writeback.prefect_states import StateWriter
@@ -112,6 +113,8 @@ class PoolRuntime:
     client: PrefectClient
     writer: StateWriter
     worker_ctx: WorkerContext | None = None
+    operator_key: OperatorKeyUse | None = None
+    """Set when Jobs would get a copy of the operator-wide credentials (admin-gated)."""
     pool: dict[str, Any] = field(default_factory=dict)
     template: dict[str, Any] = field(default_factory=dict)
     table: RunTable = field(default_factory=RunTable)
@@ -190,6 +193,7 @@ class PoolRuntime:
             policy=self.settings.namespace_policy,
             watched=tuple(self.settings.namespaces),
             forbidden=dict(self.forbidden) if with_forbidden else None,
+            operator_key=self.operator_key,
         )
 
     def job_namespace_refusal(self, namespace: str) -> Refusal | None:
