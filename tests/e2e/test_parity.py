@@ -208,6 +208,8 @@ async def test_per_job_secrets_are_owned_by_the_job_in_its_namespace(
     try:
         e2e.operator.namespaces.append(other)
         e2e.operator.extra_env["PJO_API_KEY"] = "pnu_e2e_not_a_real_key"
+        # the admin lets both namespaces receive a copy of the operator's key (issue #15)
+        e2e.operator.extra_env["PJO_OPERATOR_KEY_NAMESPACES"] = f"{e2e.ns},{other}"
         e2e.operator.extra_env["PJO_JOB_NAMESPACE_POLICY"] = f"{e2e.ns}={other}"
         e2e.apply_workpool(
             {
