@@ -438,7 +438,11 @@ class WorkerSpec(_Spec):
         "Secret the operator creates next to the Job, owned by it (upstream's "
         "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_CREATE_SECRET_FOR_API_KEY, one Secret per Job "
         "instead of one per worker). Ignored when api.apiKeySecretRef/authStringSecretRef or "
-        "PJO_API_KEY_SECRET_NAME already name a Secret. Needs the chart's rbac.createSecrets.",
+        "PJO_API_KEY_SECRET_NAME already name a Secret. Needs the chart's rbac.createSecrets. "
+        "The operator-wide key is copied only when the cluster admin allows both the "
+        "WorkPool's and the Job's namespace (PJO_OPERATOR_KEY_NAMESPACES / chart "
+        "security.operatorKeyNamespaces, default: the operator's namespace); otherwise the "
+        "JobNamespaces condition says OperatorKeyNotAllowed and runs are Crashed.",
     )
 
     @field_validator("name")
