@@ -186,6 +186,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
         "PJO_NAMESPACES": "[]",
         "PJO_HEALTH_PORT": "8080",
         "PJO_LOG_FORMAT": "json",
+        "PJO_OPERATOR_KEY_NAMESPACES": NS,  # the release namespace only (issue #15)
         **WEBHOOK_ENV,
     }
     env = env_of(
@@ -215,6 +216,7 @@ def test_the_operator_settings_come_from_env(helm_bin: Path) -> None:
         "PJO_API_URL": "http://prefect-server.prefect:4200/api",
         "PJO_API_KEY": {"secretKeyRef": {"name": "prefect-creds", "key": "key"}},
         "PJO_API_AUTH_STRING": {"secretKeyRef": {"name": "prefect-creds", "key": "auth"}},
+        "PJO_OPERATOR_KEY_NAMESPACES": NS,
         **WEBHOOK_ENV,
         "PJO_API_KEY_SECRET_NAME": "job-key",
         "PJO_API_KEY_SECRET_KEY": "api-key",
