@@ -172,7 +172,12 @@ def test_cel_rules_sit_on_the_right_nodes() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.sampled_from([".inf", "-.Inf", ".NaN", "a\nb", "x\n", " lead\n  trail \n", "{{ x }}"]),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
     ),
@@ -186,7 +191,51 @@ def test_emitter_round_trips_through_a_real_yaml_parser(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["true", "No", "10", "1e3", "", " x", "a: b", "- x", "#c", "~", "null", "0x1F", "'q'"]
+    "text",
+    [
+        *("true", "No", "10", "1e3", "", " x", "a: b", "- x", "#c", "~", "null", "0x1F", "'q'"),
+        # The hand-written emitter wrote these unquoted; YAML reads them back as floats.
+        *(".inf", ".Inf", "-.inf", "+.INF", ".nan", ".NaN"),
+    ],
 )
 def test_ambiguous_strings_stay_strings(text: str) -> None:
     assert yaml.safe_load(crdgen.to_yaml({"k": text})) == {"k": text}
+
+
+def test_infinite_numbers_stay_numbers() -> None:
+    # json.dumps wrote `Infinity`, which YAML reads back as a string.
+    assert yaml.safe_load(crdgen.to_yaml({"max": float("inf"), "min": -float("inf")})) == {
+        "max": float("inf"),
+        "min": -float("inf"),
+    }
+
+
+def test_layout_block_style_sorted_keys_indented_lists() -> None:
+    text = crdgen.to_yaml({"b": {"z": [{"y": 1, "x": []}], "e": {}}, "a": "one line"})
+    assert text == "a: one line\nb:\n  e: {}\n  z:\n    - x: []\n      y: 1\n"
+
+
+def test_multi_line_strings_are_literal_blocks() -> None:
+    text = crdgen.to_yaml({"description": "first\nsecond"})
+    assert text == "description: |-\n  first\n  second\n"
+
+
+def test_shared_sub_schemas_are_written_out_not_aliased() -> None:
+    shared = {"type": "string", "x-kubernetes-validations": [{"rule": "self != ''"}]}
+    text = crdgen.to_yaml({"a": shared, "b": shared})
+    assert "&" not in text and "*" not in text
+    assert yaml.safe_load(text) == {"a": shared, "b": shared}
+
+
+def test_long_descriptions_are_not_folded() -> None:
+    description = "word " * 100 + "end"
+    text = crdgen.to_yaml({"description": description})
+    assert text == f"description: {description}\n"
+
+
+def test_committed_crd_parses_back_to_exactly_the_schema() -> None:
+    """The committed file (not only the text rendered now) is the CRD dict, key for key."""
+    loaded = yaml.safe_load(CRD_FILE.read_text())
+    assert loaded == crdgen.build_crd()
+    root = loaded["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert root == crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

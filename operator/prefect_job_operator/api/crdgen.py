@@ -7,19 +7,18 @@ pydantic's JSON schema is close to what Kubernetes wants but not structural: it 
 ``null`` in YAML means "use the default", which is what optional means here), and free-form
 objects get ``x-kubernetes-preserve-unknown-fields``; an ``int | str`` field marked
 ``x-kubernetes-int-or-string`` keeps only that marker (its CEL rule narrows it). The YAML
-emitter is our own so the runtime needs no YAML library and the output is byte-for-byte
-deterministic.
+text comes from PyYAML's safe dumper with sorted keys, so it is deterministic.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from prefect_job_operator.api import v1alpha1
 
@@ -172,83 +171,40 @@ def render_crd_yaml() -> str:
     return HEADER + to_yaml(build_crd())
 
 
-# ---- a tiny deterministic YAML emitter (dicts, lists, str, int, bool, None) -------------
+# ---- YAML: PyYAML's safe dumper, in the layout kubectl users expect ------------------------
 
-_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
-_YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"})
+
+class _CrdDumper(yaml.SafeDumper):
+    """Block style, lists indented under their key, no anchors, no folded lines."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+    def ignore_aliases(self, data: Any) -> bool:
+        # A sub-schema shared by two fields must be written out twice, not as &id001/*id001.
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """Multi-line strings as literal blocks (PyYAML falls back to quotes when it must)."""
+    return dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    )
+
+
+_CrdDumper.add_representer(str, _represent_str)
 
 
 def to_yaml(value: Any) -> str:
-    """Block-style YAML with sorted keys; strings that could be misread are JSON-quoted."""
-    return "\n".join(_emit(value, 0)) + "\n"
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, str):
-        if _PLAIN.fullmatch(value) and value.lower() not in _YAML_WORDS:
-            return value
-        return _quoted(value)
-    raise TypeError(f"cannot emit {type(value).__name__} as YAML")
-
-
-_SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
-
-
-def _quoted(text: str) -> str:
-    """A YAML double-quoted scalar: JSON's escapes, but astral characters as ``\\U`` escapes."""
-
-    def astral(match: re.Match[str]) -> str:
-        high, low = int(match[1], 16), int(match[2], 16)
-        return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
-
-    return _SURROGATE_PAIR.sub(astral, json.dumps(text))
-
-
-def _is_block(value: Any) -> bool:
-    return isinstance(value, Mapping | list) and len(value) > 0
-
-
-def _emit(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    if isinstance(value, Mapping):
-        if not value:
-            return [pad + "{}"]
-        lines = []
-        for key in sorted(value):
-            item = value[key]
-            if _is_block(item):
-                lines.append(f"{pad}{_scalar(key)}:")
-                lines.extend(_emit(item, indent + 2))
-            else:
-                lines.append(f"{pad}{_scalar(key)}: {_inline(item)}")
-        return lines
-    if isinstance(value, list):
-        if not value:
-            return [pad + "[]"]
-        lines = []
-        for item in value:
-            if _is_block(item):
-                nested = _emit(item, indent + 2)
-                lines.append(f"{pad}- {nested[0].lstrip()}")
-                lines.extend(nested[1:])
-            else:
-                lines.append(f"{pad}- {_inline(item)}")
-        return lines
-    return [pad + _scalar(value)]
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    return _scalar(value)
+    """Block-style YAML with sorted keys; PyYAML quotes every string that could be misread."""
+    return yaml.dump(
+        value,
+        Dumper=_CrdDumper,
+        default_flow_style=False,
+        sort_keys=True,
+        allow_unicode=False,  # non-ASCII as escapes: the bytes never depend on a locale
+        width=1 << 16,  # one line per scalar, as `kubectl get -o yaml` shows long descriptions
+    )
 
 
 # ---- the `crds` command -------------------------------------------------------------------
