@@ -8,10 +8,10 @@ conditions, an Event and the ``prefect_job_operator_prefect_api_up`` metric, and
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from aiohttp import web
 
+from prefect_job_operator import clock
 from prefect_job_operator.metrics import CONTENT_TYPE
 from prefect_job_operator.registry import OperatorContext
 
@@ -30,7 +30,7 @@ def build_app(ctx: OperatorContext) -> web.Application:
             **detail,
             # BaseWorker's 30-poll-interval rule, per pool: information, not readiness
             # (a pool's Prefect outage must not take /metrics out of the Service).
-            "pools": ctx.polls(datetime.now(UTC)),
+            "pools": ctx.polls(clock.now()),
         }
         return web.json_response(body, status=200 if ok else 503)
 

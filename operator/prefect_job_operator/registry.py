@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from prefect_job_operator import clock
 from prefect_job_operator.dispatch.runtime import PoolRuntime, poll_is_stale
 from prefect_job_operator.dispatch.sweep import apply_actions
 from prefect_job_operator.kube.client import Kube
@@ -31,7 +32,7 @@ class OperatorContext:
     kube: Kube
     metrics: Metrics
     events: EventSink
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: datetime = field(default_factory=lambda: clock.now())
     pools: dict[str, PoolRuntime] = field(default_factory=dict)
     by_pool_id: dict[str, PoolRuntime] = field(default_factory=dict)
     loop_tick: float | None = None

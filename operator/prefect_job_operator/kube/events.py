@@ -13,9 +13,9 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
+from prefect_job_operator import clock
 from prefect_job_operator.kube.client import Kube, KubeError
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class EventSink:
         message: str,
     ) -> None:
         ns, name = key
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         count = self._counts.get(key)
         if count is None:  # first time in this process: maybe a predecessor left one
             existing = await self.kube.read_event(ns, name)

@@ -6,14 +6,11 @@ and acts on its Jobs, so a run is never claimed twice and a crash is reported on
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from prefect_job_operator import clock
 from prefect_job_operator.kube.client import Kube, KubeError
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _fmt(ts: datetime) -> str:
@@ -51,7 +48,7 @@ class PoolLease:
 
     async def try_acquire(self) -> bool:
         """One acquire-or-renew round; False when someone else holds a live lease."""
-        now = _now()
+        now = clock.now()
         try:
             lease = await self.kube.read_lease(self.namespace, self.name)
             if lease is None:

@@ -33,7 +33,7 @@ from urllib.parse import quote
 import httpx
 from pydantic_core import to_jsonable_python
 
-from prefect_job_operator import __version__
+from prefect_job_operator import __version__, clock
 from prefect_job_operator.prefect_api.errors import (
     APIUnreachable,
     BlockDocumentNotFound,
@@ -103,7 +103,7 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - clock.now()).total_seconds())
 
 
 def _body(response: httpx.Response) -> Any:

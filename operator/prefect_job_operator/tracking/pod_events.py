@@ -15,11 +15,12 @@ import json
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from slugify import slugify
 
+from prefect_job_operator import clock
 from prefect_job_operator.rendering.contracts import DEFAULT_PREFECT_VERSION
 from prefect_job_operator.tracking.diagnosis import parse_time
 
@@ -172,7 +173,7 @@ def build_pod_event(event_type: str | None, pod: Mapping[str, Any]) -> dict[str,
     occurred = phase_occurred(str(phase), status, parse_time(meta.get("creationTimestamp")))
     return {
         "id": the_id,
-        "occurred": (occurred or datetime.now(UTC)).isoformat(),
+        "occurred": (occurred or clock.now()).isoformat(),
         "event": f"{EVENT_PREFIX}{str(phase).lower()}",
         "resource": resource,
         "related": related_from_labels(meta.get("labels") or {}),

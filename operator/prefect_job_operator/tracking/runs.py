@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from prefect_job_operator import clock
 from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
 from prefect_job_operator.tracking.diagnosis import Diagnosis, diagnose
 
@@ -114,7 +115,7 @@ class RunTable:
         rec = self.by_run.get(flow_run_id)
         if rec is None or rec.deleted or rec.job is None:
             return False
-        return not rec.diagnosis(now or datetime.now(UTC)).job_finished
+        return not rec.diagnosis(now or clock.now()).job_finished
 
     def observe_job(self, event_type: str | None, job: Mapping[str, Any]) -> list[Action]:
         """Fold a Job watch event in; return what must be told to Prefect."""
@@ -148,7 +149,7 @@ class RunTable:
         created = meta.get("creationTimestamp")
         if created and rec.created_at is None:
             rec.created_at = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-        now = datetime.now(UTC)
+        now = clock.now()
         if event_type == "DELETED":
             rec.deleted = True
             diag = rec.diagnosis(now)
@@ -187,7 +188,7 @@ class RunTable:
         ):
             rec.infra_pending_reported = True
             return [InfrastructurePending(rec)]
-        diag = rec.diagnosis(datetime.now(UTC))
+        diag = rec.diagnosis(clock.now())
         if diag.job_failed and not rec.outcome_reported:
             rec.outcome_reported = True
             return [Crash(rec, diag.message or f"Job {rec.job_name} failed.")]
