@@ -171,7 +171,7 @@ def render_crd_yaml() -> str:
     return HEADER + to_yaml(build_crd())
 
 
-# ---- YAML: PyYAML's safe dumper, in the layout kubectl users expect ------------------------
+# ---- YAML: PyYAML's safe dumper in a stable, reviewable layout -----------------------------
 
 
 class _CrdDumper(yaml.SafeDumper):
@@ -203,7 +203,7 @@ def to_yaml(value: Any) -> str:
         default_flow_style=False,
         sort_keys=True,
         allow_unicode=False,  # non-ASCII as escapes: the bytes never depend on a locale
-        width=1 << 16,  # one line per scalar, as `kubectl get -o yaml` shows long descriptions
+        width=1 << 16,  # one line per scalar: a changed description is a one-line diff
     )
 
 
