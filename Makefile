@@ -28,15 +28,24 @@ lint: venv ## ruff, mypy --strict, import-linter, hadolint
 	$(BIN)/ruff format --check operator tests scripts bench
 	$(BIN)/mypy
 	PYTHONPATH=operator $(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tools/images/flow-run/Dockerfile
 
 .PHONY: generate
 generate: venv ## Regenerate crds/ and the chart's CRD copy from the pydantic models
 	$(BIN)/python scripts/generate.py
 
 .PHONY: verify-generated
-verify-generated: venv ## Fail if crds/ or the chart copy drifted from the models
+verify-generated: venv ## Fail if crds/, the chart copy or the lock files drifted from their sources
 	$(BIN)/python scripts/generate.py --check
+	$(BIN)/python scripts/lock.py --check
+
+.PHONY: lock
+lock: venv ## Re-pin requirements.lock (and the flow-run image's) with hashes from pyproject.toml
+	$(BIN)/python scripts/lock.py
+
+.PHONY: image
+image: ## Build the operator and flow-run image archives without Docker (prints their paths)
+	@tools/images/build.sh operator flow-run
 
 .PHONY: test-unit
 test-unit: venv ## Fast unit tests only
