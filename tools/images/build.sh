@@ -23,7 +23,8 @@
 # lock file, README.md, operator/, the base's inputs and this script); a warm cache answers at
 # once. buildah runs daemonless with the vfs driver and chroot isolation, its store under
 # the cache dir; RUN steps use the host network (PyPI, for the locked wheels). Missing Debian
-# tools (buildah, mmdebstrap) are installed with apt-get. Needs root.
+# tools (buildah, mmdebstrap, and skopeo, umoci, runc for the tests) are installed with
+# apt-get. Needs root.
 #
 # Test/demo/build infrastructure: nothing here is part of the operator.
 set -euo pipefail
@@ -60,7 +61,8 @@ prefect_version=$(grep -o '"prefect==[0-9][0-9.]*"' "$repo/pyproject.toml" | tr 
 op_ref="$op_repo:$op_tag"
 flow_ref="docker.io/prefecthq/prefect:$prefect_version-python3.11"
 
-script_key=$(sha < "$here/build.sh")
+# How an image is built (the build_image function below) is an input of every image.
+script_key=$(sed -n '/^build_image() {/,/^}/p' "$here/build.sh" | sha)
 # The base's inputs: the suite, the packages, and the two functions below that make it.
 base_key=$( { printf '%s\n' "$SUITE" "$BASE_PACKAGES" "${BASE_DPKG_OPTS[*]}" "${PJO_DEBIAN_MIRROR:-}"
               sed -n '/^make_base_rootfs() {/,/^}/p; /^import_base() {/,/^}/p' "$here/build.sh"; } | sha)
@@ -68,8 +70,14 @@ tree_hash() { # the content and names of every file under $1 that a build copies
   (cd "$repo" && find "$1" -type f ! -path '*/__pycache__/*' ! -path '*.egg-info/*' \
      ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum)
 }
-op_key=$( { echo "$script_key $base_key $op_ref"; tree_hash operator
-            (cd "$repo" && sha256sum Dockerfile .dockerignore pyproject.toml requirements.lock README.md); } | sha)
+context_hash() { # the Dockerfile and every path the .dockerignore allow-list lets in
+  (cd "$repo" && sha256sum Dockerfile .dockerignore)
+  local p
+  for p in $(sed -n 's|^!\(.*[^/]\)/*$|\1|p' "$repo/.dockerignore"); do
+    if [ -d "$repo/$p" ]; then tree_hash "$p"; else (cd "$repo" && sha256sum "$p"); fi
+  done
+}
+op_key=$( { echo "$script_key $base_key $op_ref"; context_hash; } | sha)
 flow_key=$( { echo "$script_key $base_key $flow_ref"; tree_hash tools/images/flow-run; } | sha)
 base_ref="localhost/pjo-python-base:$base_key"
 
@@ -90,9 +98,11 @@ if all_cached; then
 fi
 
 # --- tools ----------------------------------------------------------------------------
+# buildah and mmdebstrap build; skopeo, umoci and runc run the images in the tests.
 need=()
-command -v buildah >/dev/null || need+=(buildah)
-command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+for tool in buildah mmdebstrap skopeo umoci runc; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
