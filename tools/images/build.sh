@@ -73,9 +73,9 @@ tree_hash() { # the content and names of every file under $1 that a build copies
 context_hash() { # the Dockerfile and every path the .dockerignore allow-list lets in
   (cd "$repo" && sha256sum Dockerfile .dockerignore)
   local p
-  for p in $(sed -n 's|^!\(.*[^/]\)/*$|\1|p' "$repo/.dockerignore"); do
+  while read -r p; do
     if [ -d "$repo/$p" ]; then tree_hash "$p"; else (cd "$repo" && sha256sum "$p"); fi
-  done
+  done < <(sed -n 's|^!\(.*[^/]\)/*$|\1|p' "$repo/.dockerignore")
 }
 op_key=$( { echo "$script_key $base_key $op_ref"; context_hash; } | sha)
 flow_key=$( { echo "$script_key $base_key $flow_ref"; tree_hash tools/images/flow-run; } | sha)
