@@ -108,7 +108,21 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
         tags, config = read_archive(archive)
         work = tmp_path_factory.mktemp(name)
         sh("skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{work / 'oci'}:img")
-        sh("umoci", "unpack", "--image", f"{work / 'oci'}:img", work / "bundle")
+        # `raw` unpack: the rootfs without umoci's mtree bookkeeping (minutes on a busy host),
+        # then the runtime config.json umoci derives from the image configuration.
+        (work / "bundle").mkdir()
+        image_ref = f"{work / 'oci'}:img"
+        sh("umoci", "raw", "unpack", "--image", image_ref, work / "bundle" / "rootfs")
+        sh(
+            "umoci",
+            "raw",
+            "runtime-config",
+            "--image",
+            image_ref,
+            "--rootfs",
+            work / "bundle" / "rootfs",
+            work / "bundle" / "config.json",
+        )
         shutil.copy(work / "bundle" / "config.json", work / "bundle" / "config.image.json")
         out[name] = Image(archive, tags, config, work / "bundle")
     return out
