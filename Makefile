@@ -5,6 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
+CACHE ?= $(or $(PJO_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/prefect-job-operator)
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(CACHE)/actionlint-$(ACTIONLINT_VERSION)/actionlint
+
 .PHONY: help
 help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,21 +26,38 @@ venv: $(STAMP) ## Create .venv with the operator, test and dev dependencies
 testbin: ## Build (or reuse from cache) the local control plane binaries
 	@tools/testbin/build.sh >/dev/null
 
+# actionlint for .github/workflows, built once from its Go module, cached by version.
+$(ACTIONLINT):
+	rm -rf $(@D).tmp && mkdir -p $(@D).tmp
+	GOTOOLCHAIN=local GOBIN=$(@D).tmp go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	rm -rf $(@D) && mv $(@D).tmp $(@D)
+
 .PHONY: lint
-lint: venv ## ruff, mypy --strict, import-linter, hadolint
-	$(BIN)/ruff check operator tests scripts bench
-	$(BIN)/ruff format --check operator tests scripts bench
+lint: venv $(ACTIONLINT) ## ruff, mypy --strict, import-linter, hadolint, actionlint
+	$(BIN)/ruff check operator tests scripts bench tools
+	$(BIN)/ruff format --check operator tests scripts bench tools
 	$(BIN)/mypy
 	PYTHONPATH=operator $(BIN)/lint-imports
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tools/images/flow-run/Dockerfile
+	$(BIN)/shellcheck tools/images/build.sh tools/images/flow-run/entrypoint.sh
+	PATH=$(abspath $(BIN)):$$PATH $(ACTIONLINT)
 
 .PHONY: generate
 generate: venv ## Regenerate crds/, the chart's CRD template and docs/configuration.md from the models
 	$(BIN)/python scripts/generate.py
 
 .PHONY: verify-generated
-verify-generated: venv ## Fail if crds/, the chart's CRD template or docs/configuration.md drifted
+verify-generated: venv ## Fail if crds/, the chart's CRD template, docs/configuration.md or the lock files drifted
 	$(BIN)/python scripts/generate.py --check
+	$(BIN)/python scripts/lock.py --check
+
+.PHONY: lock
+lock: venv ## Re-pin requirements.lock (and the flow-run image's) with hashes from pyproject.toml
+	$(BIN)/python scripts/lock.py
+
+.PHONY: image
+image: ## Build the operator and flow-run image archives without Docker (prints their paths)
+	@tools/images/build.sh operator flow-run
 
 .PHONY: test-unit
 test-unit: venv ## Fast unit tests only

@@ -5,7 +5,8 @@ offers the same surface as LocalCluster (``kubeconfig``, ``env``,
 ``kubectl``, ``helm``) but real kubelets: the ``pjo.test/*`` kwok
 annotations have no effect there and there is no process node, so tests
 that need either must check ``isinstance(cluster, LocalCluster)``.
-Not runnable on the development machine (no Docker).
+Not runnable on the development machine (no Docker). ``PJO_KIND_LOAD_IMAGES`` (Docker
+image names, space-separated) are loaded into the cluster after it starts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class KindBackend:
         cluster = KindCluster(self.name)
         cluster.create(config_file=self.config_file)
         self._cluster = cluster
+        # Images built on the runner (CI: the operator image from the Dockerfile, tagged as
+        # the chart's default), so pods find them without a registry.
+        for image in os.environ.get("PJO_KIND_LOAD_IMAGES", "").split():
+            cluster.load_docker_image(image)
         return self
 
     def stop(self) -> None:

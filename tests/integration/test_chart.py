@@ -153,7 +153,7 @@ def test_the_deployment_is_hardened_and_probed(helm_bin: Path) -> None:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert c["image"] == "prefect-job-operator:0.1.0"
+    assert c["image"] == "ghcr.io/prefect-job-operator/prefect-job-operator:0.1.0"
     assert c["args"] == ["run"]
     assert c["ports"] == [
         {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},

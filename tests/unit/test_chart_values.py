@@ -272,7 +272,12 @@ def test_the_dockerfile_builds_a_wheel_and_runs_it_unprivileged() -> None:
     stages = re.findall(r"^FROM \S+ AS (\w+)$", text, flags=re.M)
     assert stages == ["builder", "runtime"]
     runtime = text.split(" AS runtime", 1)[1]
-    assert "pip wheel" in text.split(" AS runtime", 1)[0]
+    builder = text.split(" AS runtime", 1)[0]
+    assert "pip wheel" in builder
+    # Dependencies come only from the hash-locked set, as wheels; the operator's own wheel
+    # brings none of its own.
+    assert "pip install --require-hashes --only-binary=:all: -r requirements.lock" in builder
+    assert "pip install --no-deps --no-index /wheels/" in builder
     assert "USER 10001:10001" in runtime
     assert 'ENTRYPOINT ["prefect-job-operator"]' in runtime
     assert 'CMD ["run"]' in runtime
