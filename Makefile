@@ -32,6 +32,10 @@ $(ACTIONLINT):
 	GOTOOLCHAIN=local GOBIN=$(@D).tmp go install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
 	rm -rf $(@D) && mv $(@D).tmp $(@D)
 
+.PHONY: nodebin
+nodebin: testbin ## Build (or reuse) the real node: kubelet, containerd, pause + busybox images
+	@tools/nodebin/build.sh >/dev/null
+
 .PHONY: lint
 lint: venv $(ACTIONLINT) ## ruff, mypy --strict, import-linter, hadolint, actionlint
 	$(BIN)/ruff check operator tests scripts bench tools
@@ -64,12 +68,12 @@ test-unit: venv ## Fast unit tests only
 	$(BIN)/pytest tests/unit -q
 
 .PHONY: test
-test: venv testbin ## Everything: lint, generated files, unit, integration and end-to-end tests
+test: venv testbin nodebin ## Everything: lint, generated files, unit, integration and end-to-end tests
 	$(MAKE) lint verify-generated
 	$(BIN)/pytest -q --durations=20 --timeout=900
 
 .PHONY: demo
-demo: venv testbin ## The main job: control plane + Prefect + operator + a WorkPool + a real flow run
+demo: venv testbin nodebin ## The main job: control plane + Prefect + operator + a WorkPool + a real flow run
 	$(BIN)/python scripts/demo.py
 
 .PHONY: bench

@@ -63,9 +63,12 @@ import pytest
 import yaml
 
 from tests.infra import pki as pkimod
+from tests.infra import real_node as real_node_mod
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tools" / "testbin" / "build.sh"
+NODE_BUILD_SCRIPT = REPO_ROOT / "tools" / "nodebin" / "build.sh"
+REAL_NODE_NAME = "real-node"
 STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 PROCESS_NODE_NAME = "process-node"
@@ -114,6 +117,18 @@ def find_testbin() -> Path:
     env_dir = os.environ.get("PJO_TESTBIN_DIR")
     if env_dir:
         return Path(env_dir)
+    return _build_cached(BUILD_SCRIPT)
+
+
+def find_nodebin() -> Path:
+    """The real node's binaries and images: ``$PJO_NODEBIN_DIR``, else build (or cache)."""
+    env_dir = os.environ.get("PJO_NODEBIN_DIR")
+    if env_dir:
+        return Path(env_dir)
+    return _build_cached(NODE_BUILD_SCRIPT)
+
+
+def _build_cached(script: Path) -> Path:
     # One build at a time (xdist workers, parallel sessions): build.sh itself is
     # idempotent but two cold builds would write the same temporary directory.
     lock_dir = (
@@ -123,7 +138,7 @@ def find_testbin() -> Path:
     with (lock_dir / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         out = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True
+            ["bash", str(script)], check=True, stdout=subprocess.PIPE, text=True
         ).stdout
     return Path(out.strip().splitlines()[-1])
 
@@ -217,6 +232,8 @@ class LocalCluster:
         process_node_cwd: Path | None = None,
         start_timeout: float = 120.0,
         extra_args: Mapping[str, Sequence[str]] | None = None,
+        real_node: bool = False,
+        node_images: Sequence[Path] = (),
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pjo-k8s-")).resolve()
@@ -227,6 +244,9 @@ class LocalCluster:
         self.process_node_path = list(process_node_path)
         self.process_node_cwd = process_node_cwd
         self.start_timeout = start_timeout
+        self.real_node = real_node
+        self.node_images = tuple(node_images)  # extra image archives for the real node
+        self.node: real_node_mod.RealNode | None = None
         # Per component ("kube-apiserver", "kwok", ...): flags appended to ours.
         self.extra_args = {k: list(v) for k, v in (extra_args or {}).items()}
         self.timings: dict[str, float] = {}
@@ -266,7 +286,21 @@ class LocalCluster:
     @property
     def node_names(self) -> list[str]:
         names = [f"kwok-node-{i}" for i in range(self.kwok_nodes)]
-        return [*names, PROCESS_NODE_NAME] if self.process_node else names
+        names += [PROCESS_NODE_NAME] if self.process_node else []
+        return [*names, REAL_NODE_NAME] if self.real_node else names
+
+    @property
+    def node_host_ip(self) -> str:
+        """Where pods on the real node reach this host's loopback servers (same ports)."""
+        if self.node is None or self.node.net is None:
+            raise RuntimeError("no real node in this cluster")
+        return self.node.host_ip
+
+    def pod_url(self, url: str) -> str:
+        """A loopback URL (the Prefect server's) as pods on the real node reach it."""
+        return url.replace("//127.0.0.1:", f"//{self.node_host_ip}:").replace(
+            "//localhost:", f"//{self.node_host_ip}:"
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -353,6 +387,12 @@ class LocalCluster:
         if self._http is not None:
             self._http.close()
             self._http = None
+        if self.node is not None:  # its containers and host state first, while containerd runs
+            try:
+                self.node.stop()
+            except Exception as exc:  # never leave the control plane running
+                sys.stderr.write(f"real node cleanup failed: {exc!r}\n")
+            self.node = None
         running = [c for c in reversed(self._components) if c.proc and c.proc.poll() is None]
         # Clients first, in parallel; then the apiserver; etcd last.
         clients = [c for c in running if c.name not in ("kube-apiserver", "etcd")]
@@ -418,6 +458,8 @@ class LocalCluster:
                 env={"PYTHONPATH": str(REPO_ROOT)},
             )
         self._create_kwok_nodes()
+        if self.real_node:
+            self._start_real_node()
         wait_for(
             "ServiceAccount default/default",
             lambda: self.get("/api/v1/namespaces/default/serviceaccounts/default"),
@@ -433,9 +475,25 @@ class LocalCluster:
         wait_for("nodes Ready and untainted", self._nodes_ready, self.start_timeout, 0.2)
         self.timings["nodes"] = time.monotonic() - t
 
+    def _start_real_node(self) -> None:
+        t = time.monotonic()
+        self.node = real_node_mod.RealNode(
+            workdir=self.workdir / "node",
+            bin_dir=find_nodebin(),
+            name=REAL_NODE_NAME,
+            kubeconfig=self.workdir / "real-node.kubeconfig",
+            pki=self.pki,
+            apiserver_port=self.ports["apiserver"],
+            spawn=lambda name, argv, env: self._spawn(name, argv, env=env),
+            images=self.node_images,
+        )
+        self.node.start()
+        self.timings.update({f"node-{k}": v for k, v in self.node.timings.items()})
+        self.timings["node-setup"] = time.monotonic() - t
+
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> None:
+    ) -> subprocess.Popen[bytes]:
         log = self.logs_dir / f"{name}.log"
         argv = [*argv, *self.extra_args.get(name, [])]
         comp = _Component(name, argv, log, env or {})
@@ -451,6 +509,7 @@ class LocalCluster:
             )
         (self.workdir / "pids" / f"{name}.pid").write_text(str(comp.proc.pid))
         self._components.append(comp)
+        return comp.proc
 
     def _check_alive(self) -> None:
         for c in self._components:
@@ -543,12 +602,14 @@ class LocalCluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
+            f"--service-cluster-ip-range={real_node_mod.SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-certificate-authority={p.ca_crt}",
+            f"--kubelet-client-certificate={p.client_crt('apiserver-kubelet')}",
+            f"--kubelet-client-key={p.client_key('apiserver-kubelet')}",
             "--enable-priority-and-fairness=false",
             "--max-requests-inflight=0",
             "--max-mutating-requests-inflight=0",

@@ -28,7 +28,7 @@ _APISERVER_DNS = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-_APISERVER_IPS = ("127.0.0.1", "10.0.0.1")
+_APISERVER_IPS = ("127.0.0.1", "198.19.0.1")  # 198.19.0.1: the `kubernetes` Service
 
 # kubeconfig name -> (user CN, groups). The bootstrap RBAC policy binds the
 # system:kube-* user names, so the controllers run with their real permissions.
@@ -38,6 +38,10 @@ CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scheduler": ("system:kube-scheduler", ()),
     "kwok": ("test-kwok", ("system:masters",)),
     "process-node": ("system:node:process-node", ("system:nodes", "system:masters")),
+    # The real kubelet: a node identity only (the apiserver runs the Node authorizer).
+    "real-node": ("system:node:real-node", ("system:nodes",)),
+    # The apiserver's client cert towards kubelets (`kubectl logs` through the real node).
+    "apiserver-kubelet": ("kube-apiserver-kubelet-client", ("system:masters",)),
 }
 
 
@@ -203,18 +207,9 @@ def write_pki(directory: Path) -> Pki:
     _write(pki.apiserver_crt, _cert_pem(api_cert))
     _write(pki.apiserver_key, _key_pem(api_key), private=True)
 
-    # The process node serves `kubectl logs` over HTTPS like a kubelet.
-    node_key = _ec_key()
-    node_cert = _issue(
-        ca_key,
-        ca_name,
-        _name("process-node"),
-        node_key,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-    )
-    _write(pki.serving_crt("process-node"), _cert_pem(node_cert))
-    _write(pki.serving_key("process-node"), _key_pem(node_key), private=True)
+    # The process node serves `kubectl logs` over HTTPS like a kubelet; the real
+    # node's cert is issued when its address is known (write_serving_cert).
+    write_serving_cert(pki, "process-node", ["127.0.0.1"])
 
     for name, (cn, groups) in CLIENTS.items():
         key = _ec_key()
@@ -234,6 +229,21 @@ def write_pki(directory: Path) -> Pki:
         ),
     )
     return pki
+
+
+def write_serving_cert(pki: Pki, name: str, ips: list[str]) -> None:
+    """A node's HTTPS serving cert (kubectl logs: apiserver -> node) for ``ips``, CA-signed."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_name = x509.load_pem_x509_certificate(pki.ca_crt.read_bytes()).subject
+    key = _ec_key()
+    sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName(name)]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    cert = _issue(
+        ca_key, ca_name, _name(name), key, usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans
+    )
+    _write(pki.serving_crt(name), _cert_pem(cert))
+    _write(pki.serving_key(name), _key_pem(key), private=True)
 
 
 def _b64(path: Path) -> str:

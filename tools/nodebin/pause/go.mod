@@ -1,0 +1,3 @@
+module prefect-job-operator/tools/nodebin/pause
+
+go 1.26.0
