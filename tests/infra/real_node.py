@@ -170,12 +170,15 @@ disabled_plugins = [
 
 [{cri_rt}]
   netns_mounts_under_state_dir = true
+  # This machine kind's root lacks CAP_SYS_RESOURCE: oom_score_adj can only go up,
+  # so the kubelet's -998 (sandbox) / -997 (Guaranteed) are clamped to containerd's own.
+  restrict_oom_score_adj = true
   [{cri_rt}.containerd]
     default_runtime_name = "runc"
     [{cri_rt}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [{cri_rt}.containerd.runtimes.runc.options]
-        BinaryName = "{shutil.which("runc") or "/usr/sbin/runc"}"
+        BinaryName = "{os.environ.get("PJO_RUNC", shutil.which("runc") or "/usr/sbin/runc")}"
         Root = "{d / "runc"}"
         SystemdCgroup = false
   [{cri_rt}.cni]
@@ -257,14 +260,14 @@ def own_memory_cgroup() -> str:
     raise NodeError("no cgroup v1 memory controller: this node needs the v1 hierarchy")
 
 
-def v1_hierarchies() -> list[Path]:
-    """Mounted cgroup v1 hierarchies (``/sys/fs/cgroup/<name>``)."""
-    out = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        parts = line.split()
-        if parts[2] == "cgroup":
-            out.append(Path(parts[1]))
-    return out
+def v1_hierarchies(unified: bool = False) -> list[Path]:
+    """Mounted cgroup v1 hierarchies (``/sys/fs/cgroup/<name>``), plus the hybrid v2 one."""
+    kinds = ("cgroup", "cgroup2") if unified else ("cgroup",)
+    return [
+        Path(line.split()[1])
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+        if line.split()[2] in kinds
+    ]
 
 
 def mounts_under(root: Path) -> list[str]:
@@ -506,6 +509,10 @@ class RealNode:
         """``<own memory cgroup>/pjo-node-N`` in every v1 hierarchy (the kubelet's cgroupRoot)."""
         root = self._cgroup_root(net).lstrip("/")
         for h in v1_hierarchies():
+            parts = Path(root).parts
+            for i in range(1, len(parts)):  # parents we create are removed at stop
+                if not h.joinpath(*parts[:i]).exists():
+                    self._cgroups.append(h.joinpath(*parts[:i]))
             (h / root).mkdir(parents=True, exist_ok=True)
             if (h / "cpuset.cpus").exists():  # cpuset children start empty: inherit
                 parts = Path(root).parts
@@ -517,13 +524,18 @@ class RealNode:
 
     def _teardown_cgroups(self, net: NodeNet) -> None:
         root = self._cgroup_root(net).lstrip("/")
-        for h in v1_hierarchies():
+        # The kubelet's libcontainer also mirrors the tree into the hybrid v2 mount.
+        for h in v1_hierarchies(unified=True):
             top = h / root
             if not top.is_dir():
                 continue
             for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 _rmdir_cgroup(d)
             _rmdir_cgroup(top)
+        for d in sorted(self._cgroups, key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):  # only if empty: another node may share it
+                d.rmdir()
+        self._cgroups = []
 
     def _remove_containers(self) -> None:
         """Kill every task (SIGKILL), delete tasks and containers: the shims then exit."""

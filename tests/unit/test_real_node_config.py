@@ -59,6 +59,7 @@ def test_containerd_config_keeps_everything_in_its_dir(tmp_path: Path) -> None:
     assert plugins["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == rn.PAUSE_IMAGE
     runtime = plugins["io.containerd.cri.v1.runtime"]
     assert runtime["netns_mounts_under_state_dir"] is True
+    assert runtime["restrict_oom_score_adj"] is True  # no CAP_SYS_RESOURCE here
     assert runtime["cni"]["conf_dir"] == str(tmp_path / "cni")
     runc = runtime["containerd"]["runtimes"]["runc"]["options"]
     assert runc["Root"] == str(tmp_path / "runc") and runc["SystemdCgroup"] is False
