@@ -1,5 +1,7 @@
-"""The main job, on embedded defaults: a local control plane, a Prefect server, the operator,
-examples/workpool.yaml, and a flow run that really executes as a Kubernetes Job.
+"""The main job, on embedded defaults: a local control plane with a real node (kubelet +
+containerd), a Prefect server, `helm install` of the chart (the operator runs as a Pod from the
+image built by `make image`), examples/workpool.yaml, and a flow run that really executes as a
+Kubernetes Job in a container of the flow-run image.
 
     make demo            # or: .venv/bin/python scripts/demo.py [--keep]
 
@@ -11,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,20 +24,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
 from tests.infra import prefect_setup as ps  # noqa: E402
-from tests.infra.cluster import PROCESS_NODE_LABEL, PROCESS_NODE_NAME, LocalCluster  # noqa: E402
-from tests.infra.operator_process import OperatorProcess  # noqa: E402
+from tests.infra.cluster import LocalCluster  # noqa: E402
 from tests.infra.prefect_server import start_prefect_server  # noqa: E402
 
-FLOW = textwrap.dedent(
-    """
-    from prefect import flow
+CHART = REPO / "charts" / "prefect-job-operator"
+OPERATOR_NS = "prefect-job-operator"
+# Baked into the flow-run image by tools/images (flows/hello_flow.py).
+FLOWS_DIR = "/opt/prefect/flows"
 
-    @flow(log_prints=True)
-    def hello(name: str = "prefect-job-operator") -> str:
-        print(f"Hello from a Kubernetes Job dispatched by {name}!")
-        return "done"
-    """
-)
+
+def build_images() -> list[Path]:
+    """The operator and flow-run image archives (`make image`; cached)."""
+    out = subprocess.run(
+        ["bash", str(REPO / "tools" / "images" / "build.sh"), "operator", "flow-run"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return [Path(line) for line in out.strip().splitlines()[-2:]]
 
 
 def say(message: str) -> None:
@@ -43,108 +50,105 @@ def say(message: str) -> None:
 
 async def demo(work: Path, keep: bool) -> int:
     t0 = time.monotonic()
-    flows = work / "flows"
-    flows.mkdir(parents=True)
-    (flows / "hello_flow.py").write_text(FLOW)
-
+    say("Building (or reusing) the operator and flow-run images")
+    images = build_images()
     say(
         "Starting the local Kubernetes control plane (etcd, apiserver, controller-manager, "
-        "scheduler, a node that runs pods as processes)"
+        "scheduler) and a real node (kubelet + containerd), images imported"
     )
-    cluster = LocalCluster(work / "k8s", kwok_nodes=0, process_node=True).start()
+    cluster = LocalCluster(
+        work / "k8s", kwok_nodes=0, process_node=False, real_node=True, node_images=images
+    ).start()
     try:
-        # The demo's only node runs pods for real: let ordinary pods land there.
-        cluster.kubectl("taint", "nodes", PROCESS_NODE_NAME, f"{PROCESS_NODE_LABEL}-", check=False)
         say("Starting a Prefect server (SQLite)")
         with start_prefect_server(home=work / "prefect") as server:
-            say("Installing the WorkPool CRD and starting the operator")
-            crd = REPO / "crds" / "workpools.prefect-job-operator.dev.yaml"
-            cluster.kubectl("apply", "-f", str(crd))
-            cluster.kubectl(
-                "wait",
-                "--for=condition=Established",
-                "crd/workpools.prefect-job-operator.dev",
-                "--timeout=60s",
-            )
-            operator = OperatorProcess(
-                kube_env=cluster.env,
-                api_url=server.api_url,
-                log_path=work / "operator.log",
-                extra_env={"PJO_LOG_FORMAT": "plain"},
-            ).start()
-            try:
-                say("kubectl apply -f examples/workpool.yaml")
-                print(
-                    cluster.kubectl("apply", "-f", str(REPO / "examples" / "workpool.yaml")).stdout
-                )
-                cluster.kubectl(
-                    "wait", "--for=condition=Ready", "workpool/demo-pool", "--timeout=90s"
-                )
-                print(cluster.kubectl("get", "wp").stdout)
+            pod_api_url = cluster.pod_url(server.api_url)  # where pods reach it
+            say(f"helm install (chart defaults; prefect.apiUrl={pod_api_url})")
+            cluster.kubectl("create", "namespace", OPERATOR_NS)
+            print(
+                cluster.helm(
+                    "install", "pjo", str(CHART), "-n", OPERATOR_NS, "--wait", "--timeout",
+                    "300s", "--set", f"prefect.apiUrl={pod_api_url}",
+                ).stdout
+            )  # fmt: skip
+            print(cluster.kubectl("get", "pods", "-n", OPERATOR_NS, "-o", "wide").stdout)
+            say("kubectl apply -f examples/workpool.yaml")
+            print(cluster.kubectl("apply", "-f", str(REPO / "examples" / "workpool.yaml")).stdout)
+            cluster.kubectl("wait", "--for=condition=Ready", "workpool/demo-pool", "--timeout=120s")
+            print(cluster.kubectl("get", "wp").stdout)
 
-                say("Creating a deployment of a real flow and one flow run")
-                async with ps.setup_client(server.api_url) as http:
-                    flow = await ps.create_flow(http, "hello")
-                    dep = await ps.call(
-                        http,
-                        "POST",
-                        "/deployments/",
-                        {
-                            "name": "hello-k8s",
-                            "flow_id": flow["id"],
-                            "work_pool_name": "demo-pool",
-                            "entrypoint": "hello_flow.py:hello",
-                            "pull_steps": [
-                                {
-                                    "prefect.deployments.steps.set_working_directory": {
-                                        "directory": str(flows)
-                                    }
+            say("Creating a deployment of a real flow and one flow run")
+            async with ps.setup_client(server.api_url) as http:
+                flow = await ps.create_flow(http, "hello")
+                dep = await ps.call(
+                    http,
+                    "POST",
+                    "/deployments/",
+                    {
+                        "name": "hello-k8s",
+                        "flow_id": flow["id"],
+                        "work_pool_name": "demo-pool",
+                        "entrypoint": "hello_flow.py:hello",
+                        "pull_steps": [
+                            {
+                                "prefect.deployments.steps.set_working_directory": {
+                                    "directory": FLOWS_DIR
                                 }
-                            ],
-                        },
-                    )
-                    run = await ps.create_flow_run(http, dep["id"])
-                    print(f"flow run {run['name']} ({run['id']}) scheduled")
-                    say("Waiting for the operator to dispatch it as a Job and for it to complete")
-                    deadline = time.monotonic() + 180
-                    last = None
-                    while time.monotonic() < deadline:
-                        fr = await ps.read_flow_run(http, run["id"])
-                        state = f"{fr['state']['type']} ({fr['state']['name']})"
-                        if state != last:
-                            pid = fr.get("infrastructure_pid")
-                            print(f"  {time.monotonic() - t0:6.1f}s  {state}  pid={pid}")
-                            last = state
-                        if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                            break
-                        await asyncio.sleep(0.5)
+                            }
+                        ],
+                    },
+                )
+                run = await ps.create_flow_run(http, dep["id"])
+                print(f"flow run {run['name']} ({run['id']}) scheduled")
+                say("Waiting for the operator to dispatch it as a Job and for it to complete")
+                deadline = time.monotonic() + 300
+                last = None
+                while time.monotonic() < deadline:
+                    fr = await ps.read_flow_run(http, run["id"])
+                    state = f"{fr['state']['type']} ({fr['state']['name']})"
+                    if state != last:
+                        pid = fr.get("infrastructure_pid")
+                        print(f"  {time.monotonic() - t0:6.1f}s  {state}  pid={pid}")
+                        last = state
+                    if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                        break
+                    await asyncio.sleep(0.5)
+            selector = f"prefect.io/flow-run-id={run['id']}"
+            # Prefect's state is Completed just before the container exits: wait for the pod.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                phases = cluster.kubectl(
+                    "get", "pods", "-A", "-l", selector, "-o", "jsonpath={.items[*].status.phase}"
+                ).stdout.split()
+                if phases and all(ph in ("Succeeded", "Failed") for ph in phases):
+                    break
+                await asyncio.sleep(0.5)
+            print(cluster.kubectl("get", "jobs,pods", "-A", "-l", selector, "-o", "wide").stdout)
+            pods = json.loads(
+                cluster.kubectl("get", "pods", "-A", "-l", selector, "-o", "json").stdout
+            )["items"]
+            for pod in pods:
+                ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+                say(f"kubectl logs -n {ns} {name} (tail)")
+                logs = cluster.kubectl("logs", "-n", ns, name, check=False).stdout
+                print("\n".join(logs.splitlines()[-8:]))
+                for st in pod["status"].get("containerStatuses", []):
+                    term = st["state"].get("terminated", {})
+                    print(f"image {st['image']}  exit code {term.get('exitCode')}")
+            say("kubectl get wp")
+            print(cluster.kubectl("get", "wp").stdout)
+            ok = fr["state"]["type"] == "COMPLETED"
+            say(
+                f"Flow run {fr['state']['type']} in {time.monotonic() - t0:.1f}s "
+                f"since the demo started — {'OK' if ok else 'NOT OK'}"
+            )
+            if keep:
                 print(
-                    cluster.kubectl("get", "jobs,pods", "-A", "-l", "prefect.io/flow-run-id").stdout
+                    f"export KUBECONFIG={cluster.kubeconfig}\n"
+                    f"export PREFECT_API_URL={server.api_url}\nCtrl-C to stop."
                 )
-                for log in sorted(cluster.pod_logs_dir.glob("*.log")):
-                    print(f"--- {log.name} (tail) ---")
-                    print("\n".join(log.read_text(errors="replace").splitlines()[-8:]))
-                say("kubectl get wp")
-                print(cluster.kubectl("get", "wp").stdout)
-                print(
-                    cluster.kubectl(
-                        "get", "events", "--field-selector", "involvedObject.kind=WorkPool"
-                    ).stdout
-                )
-                ok = fr["state"]["type"] == "COMPLETED"
-                say(
-                    f"Flow run {fr['state']['type']} in {time.monotonic() - t0:.1f}s "
-                    f"since the demo started — {'OK' if ok else 'NOT OK'}"
-                )
-                if keep:
-                    print(
-                        f"export KUBECONFIG={cluster.kubeconfig}\n"
-                        f"export PREFECT_API_URL={server.api_url}\nCtrl-C to stop."
-                    )
-                    await asyncio.Event().wait()
-                return 0 if ok else 1
-            finally:
-                operator.stop()
+                await asyncio.Event().wait()
+            return 0 if ok else 1
     finally:
         cluster.stop()
 
