@@ -29,6 +29,11 @@ ignored); see process_node.py. It is tainted, so a pod opts in with
 ``PROCESS_NODE_PLACEMENT`` (nodeSelector + toleration) or ``nodeName:
 process-node``; every other pod lands on a kwok node.
 
+``real_node=True`` adds ``real-node``: the real kubelet + containerd
+(tests/infra/real_node.py; images from tools/nodebin and ``node_images``
+archives, never pulled). Pods reach loopback servers at ``pod_url(url)`` and
+the apiserver through the ``kubernetes`` Service (198.19.0.1:443).
+
 Pytest: ``--cluster=local`` (default) or ``--cluster=kind`` (pytest-kind with
 kind-config.yaml; needs Docker; no kwok annotations, no process node).
 Fixtures: ``k8s_cluster`` (session), ``k8s_namespace`` (fresh per test).
