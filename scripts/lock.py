@@ -82,6 +82,10 @@ def main() -> int:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             fresh = Path(tmp) / "requirements.lock"
+            # uv keeps the pins of an existing output file where they still resolve (as
+            # `make lock` does): without them the check would move to newer releases alone.
+            if lock.exists():
+                shutil.copyfile(lock, fresh)
             compile_lock(name, fresh)
             want, have = fresh.read_text(), lock.read_text() if lock.exists() else ""
         if want == have:
