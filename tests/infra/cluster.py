@@ -49,6 +49,7 @@ import atexit
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -113,8 +114,15 @@ class Cluster(Protocol):
     ) -> subprocess.CompletedProcess[str]: ...
 
     def helm(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]: ...
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        webhook_without_route: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """helm against this cluster. ``webhook_without_route``: why installing a webhook on a
+        cluster whose Services have no route is harmless here (nothing dials it)."""
 
 
 def find_testbin() -> Path:
@@ -332,10 +340,44 @@ class LocalCluster:
         return _run([*argv, *args], self.env, input, check, timeout)
 
     def helm(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        webhook_without_route: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         argv = [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args]
+        # A test that creates no WorkPool while the release is installed may say so.
+        installs = bool(args) and args[0] in ("install", "upgrade")
+        if installs and not self.routes_services and webhook_without_route is None:
+            self._refuse_unroutable_webhook(argv, input, timeout)
         return _run(argv, self.env, input, check, timeout)
+
+    @property
+    def routes_services(self) -> bool:
+        """Whether the API server can reach a webhook's Service here: only with the real
+        node (its pods' IPs are on a bridge of this host; --enable-aggregator-routing)."""
+        return self.real_node
+
+    def _refuse_unroutable_webhook(
+        self, argv: list[str], input: str | None, timeout: float
+    ) -> None:
+        """Fail loudly before a release registers an admission webhook on a cluster whose
+        Services and pods have no address on this machine: the API server would dial it out
+        of the machine (the workplace allows loopback and the tests' own namespaces only)."""
+        proc = _run([*argv, "--dry-run=server"], self.env, input, False, timeout)
+        if proc.returncode != 0:
+            return  # the real command reports why
+        kinds = re.findall(r"^kind: (\w+WebhookConfiguration)\s*$", proc.stdout, re.M)
+        if kinds:
+            raise AssertionError(
+                f"`helm {argv[2]}` would register a {kinds[0]} on a cluster without Service"
+                f" routing (no real node): the API server would dial {real_node_mod.SERVICE_CIDR}"
+                " or a fake pod IP, out of this machine. Pass `--set webhook.enabled=false`,"
+                " use LocalCluster(real_node=True), or (if nothing creates a WorkPool while"
+                " it is installed) say why with webhook_without_route=."
+            )
 
     def http(self) -> httpx.Client:
         """An httpx client for the apiserver, authenticated as admin."""
@@ -611,6 +653,10 @@ class LocalCluster:
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
+            # Webhooks (and aggregated APIs) are dialled at an endpoint's pod IP, not the
+            # ClusterIP: the real node's pods are on a bridge of this host, and no kube-proxy
+            # routes the host's own Service traffic.
+            f"--enable-aggregator-routing={'true' if self.real_node else 'false'}",
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-certificate-authority={p.ca_crt}",
             f"--kubelet-client-certificate={p.client_crt('apiserver-kubelet')}",

@@ -71,7 +71,12 @@ class KindBackend:
         return _run([*argv, *args], self.env, input, check, timeout)
 
     def helm(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 300
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 300,
+        webhook_without_route: str | None = None,  # kind routes Services
     ) -> subprocess.CompletedProcess[str]:
         helm = shutil.which("helm", path=self.env["PATH"]) or "helm"
         return _run(
