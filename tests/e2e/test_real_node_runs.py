@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,20 @@ async def final_state(
         ) from None
 
 
+async def pod_events(http: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    """The operator's `prefect.kubernetes.pod.*` events about the run's pod, in Prefect."""
+    body = {
+        "filter": {
+            "occurred": {"since": (datetime.now(UTC) - timedelta(hours=1)).isoformat()},
+            "event": {"prefix": ["prefect.kubernetes.pod."]},
+            "related": {"id": [f"prefect.flow-run.{run_id}"]},
+        },
+        "limit": 50,
+    }
+    events: list[dict[str, Any]] = (await ps.call(http, "POST", "/events/filter", body))["events"]
+    return events
+
+
 def finished_pod(world: World, run_id: str) -> dict[str, Any]:
     """The run's pod once its container has terminated (the kubelet reports it)."""
 
@@ -230,12 +246,17 @@ def job_container(pod: dict[str, Any]) -> dict[str, Any]:
 async def test_exit_code_3_crashes_the_run_naming_it(
     world: World, http: httpx.AsyncClient, measure: Measure
 ) -> None:
+    # The container's own process exits 3 before Prefect starts (a broken command): only the
+    # operator can tell Prefect. (A flow that exits 3 inside `prefect flow-run execute` is
+    # reported by Prefect's runner in the container, which itself then exits 0.)
     t0 = time.monotonic()
-    run_id = await start_run(http, world, "behaviours.py:exit_with", {"code": 3})
+    run_id = await start_run(
+        http, world, "hello_flow.py:hello", job_variables={"command": "python -c 'exit(3)'"}
+    )
     run = await final_state(http, world, run_id)
     measure("real node runs: exit code 3 -> Crashed", f"{time.monotonic() - t0:.1f}s")
     assert run["state"]["type"] == "CRASHED", run["state"]
-    assert "exited with code 3" in run["state"]["message"], run["state"]
+    assert "container prefect-job exited with code 3" in run["state"]["message"], run["state"]
     pod = finished_pod(world, run_id)
     status = job_container(pod)
     assert pod["spec"]["nodeName"] == REAL_NODE_NAME
@@ -244,7 +265,9 @@ async def test_exit_code_3_crashes_the_run_naming_it(
     # kubectl describe shows the same, as a user reads it
     described = world.kubectl("describe", "pod", "-n", RUNS_NS, pod["metadata"]["name"]).stdout
     assert "Exit Code:    3" in described, described
-    assert f"Image:          {world.flow_run_image}" in described, described
+    image = pod["spec"]["containers"][0]["image"]  # the template's short name
+    assert world.flow_run_image.endswith(f"/{image}")
+    assert re.search(rf"^\s+Image:\s+{re.escape(image)}$", described, re.M), described
 
 
 async def test_over_its_memory_limit_the_kernel_oom_kills_the_container(
@@ -260,13 +283,27 @@ async def test_over_its_memory_limit_the_kernel_oom_kills_the_container(
     )
     run = await final_state(http, world, run_id)
     measure("real node runs: OOMKilled -> Crashed", f"{time.monotonic() - t0:.1f}s")
-    assert run["state"]["type"] == "CRASHED", run["state"]
-    assert "OOMKilled" in run["state"]["message"], run["state"]
     pod = finished_pod(world, run_id)
     status = job_container(pod)
     assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "320Mi"
+    # The kernel killed the flow's process (the largest in the container's memory cgroup):
+    # Prefect's runner in the container saw it die of SIGKILL and crashed the run, and
+    # containerd saw the cgroup's OOM kill. The runner then exits 0, so the pod Succeeded:
+    # it is the operator's pod event that tells Prefect the reason, OOMKilled.
+    assert run["state"]["type"] == "CRASHED", run["state"]
+    assert "status code: -9" in run["state"]["message"], run["state"]
+    assert "SIGKILL" in run["state"]["message"], run["state"]
     assert status["state"]["terminated"]["reason"] == "OOMKilled", status
-    assert status["state"]["terminated"]["exitCode"] == 137, status
+
+    async def oom_event() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in await pod_events(http, run_id)
+            if e["resource"].get("kubernetes.diagnosis") == "OOMKilled"
+        ]
+
+    (event, *_) = await eventually("the pod event naming OOMKilled", oom_event, 60, 0.5)
+    assert event["resource"]["prefect.resource.name"] == pod["metadata"]["name"]
 
 
 async def test_a_missing_image_crashes_the_run_at_the_pod_watch_timeout(
@@ -302,15 +339,23 @@ async def test_a_missing_image_crashes_the_run_at_the_pod_watch_timeout(
 async def test_cancelling_sends_sigterm_to_the_container_and_the_run_ends_cancelled(
     world: World, http: httpx.AsyncClient, measure: Measure
 ) -> None:
-    run_id = await start_run(http, world, "behaviours.py:sleep_for", {"seconds": 600})
+    # A container that is busy before Prefect starts in it (a long EXTRA_PIP_PACKAGES install,
+    # say): nothing in it watches for cancellation, so the operator deletes the Job and the
+    # kubelet stops the container with SIGTERM (SIGKILL only after the grace period).
+    run_id = await start_run(
+        http,
+        world,
+        "hello_flow.py:hello",
+        job_variables={"command": "python -c 'import time; time.sleep(600)'"},
+    )
 
-    async def running() -> dict[str, Any] | None:
-        run = await ps.read_flow_run(http, run_id)
-        assert run["state"]["type"] not in FINAL, run["state"]
-        return run if run["state"]["type"] == "RUNNING" else None
+    def running_pod() -> dict[str, Any] | None:
+        for pod in world.run_pods(run_id):
+            if pod["status"].get("phase") == "Running":
+                return pod
+        return None
 
-    await eventually("the flow to run in its container", running, 300, 0.5)
-    (pod,) = world.run_pods(run_id)
+    pod = await asyncio.to_thread(wait_for, "the run's container to run", running_pod, 180, 0.5)
     name = pod["metadata"]["name"]
     grace = pod["spec"]["terminationGracePeriodSeconds"]
     # Every update of the pod until it is gone: the kubelet reports how the container ended.
@@ -328,6 +373,7 @@ async def test_cancelling_sends_sigterm_to_the_container_and_the_run_ends_cancel
         await ps.set_state(http, run_id, "CANCELLING")
         run = await final_state(http, world, run_id, timeout=120)
         assert run["state"]["type"] == "CANCELLED", run["state"]
+        assert "prefect-job-operator" in run["state"]["message"], run["state"]
 
         def gone() -> bool:
             return not world.run_pods(run_id)
@@ -355,6 +401,30 @@ async def test_cancelling_sends_sigterm_to_the_container_and_the_run_ends_cancel
     # 143 = 128 + SIGTERM: the process ended on the SIGTERM, before any SIGKILL (137).
     assert terminated[-1]["exitCode"] == 143, terminated[-1]
     assert stopped < grace, f"took {stopped:.1f}s: the SIGTERM did not stop it"
+
+
+async def test_a_running_flow_cancelled_stops_in_its_container_and_ends_cancelled(
+    world: World, http: httpx.AsyncClient, measure: Measure
+) -> None:
+    # With Prefect running in the container, its supervisor sees the cancellation and stops
+    # the flow's process itself (the operator waits cancel_grace_seconds before it would
+    # delete the Job).
+    run_id = await start_run(http, world, "behaviours.py:sleep_for", {"seconds": 600})
+
+    async def running() -> dict[str, Any] | None:
+        run = await ps.read_flow_run(http, run_id)
+        assert run["state"]["type"] not in FINAL, run["state"]
+        return run if run["state"]["type"] == "RUNNING" else None
+
+    await eventually("the flow to run in its container", running, 300, 0.5)
+    t0 = time.monotonic()
+    await ps.set_state(http, run_id, "CANCELLING")
+    run = await final_state(http, world, run_id, timeout=120)
+    measure("real node runs: running flow cancelled in", f"{time.monotonic() - t0:.1f}s")
+    assert run["state"]["type"] == "CANCELLED", run["state"]
+    pod = finished_pod(world, run_id)
+    assert "terminated" in job_container(pod)["state"]
+    assert len(world.run_jobs(run_id)) == 1
 
 
 def _skip_ws(text: str, pos: int) -> int:
