@@ -8,8 +8,10 @@ variables are set: PREFECT_API_URL (the local Prefect server) and PREFECT_API_KE
 key). Each command must exit 0; a command that shows its output's header as a trailing
 comment (`kubectl get wp   # NAME  POOL  ...`) must print that header.
 
-The operator pods land on kwok nodes (Running, no container), so these tests prove that the
-commands, the chart and its values work as documented, not what the operator then does.
+Each cluster has the real node (kubelet + containerd) with the operator image built from the
+Dockerfile imported under the chart's default name, so `helm install` runs the operator as a
+Pod, its admission webhook admits the documented WorkPools, and `kubectl logs` is served by the
+kubelet. PREFECT_API_URL is the Prefect server as pods reach it (the node's bridge address).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.infra.prefect_server import PrefectServer
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 TEST_API_KEY = "pnu_docs-test-key-not-a-real-one"
+IMAGES_SCRIPT = docs.ROOT / "tools" / "images" / "build.sh"
 # NOTES.txt is read after the install its own document (the chart README) shows.
 NOTES_INSTALLS = {
     "cluster-wide": (
@@ -46,6 +49,29 @@ NOTES_INSTALLS = {
 }
 
 
+# The WorkPools a document's path must bring to Ready (the operator Pod, its webhook and the
+# Prefect server all really in play): the README's quick start and both NOTES installs.
+READY_AFTER = {"README.md": [("default", "demo-pool")]}
+NOTES_POOLS = {"cluster-wide": ("default", "my-pool"), "namespaced": ("team-a", "my-pool")}
+
+
+def wait_ready(cluster: LocalCluster, namespace: str, name: str, timeout: float = 120) -> None:
+    """The WorkPool's Ready condition turns True (the operator Pod reached Prefect)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        last = cluster.kubectl(
+            "get", "wp", name, "-n", namespace, "-o",
+            'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+            check=False,
+        ).stdout  # fmt: skip
+        if last == "True":
+            return
+        time.sleep(1)
+    described = cluster.kubectl("describe", "wp", name, "-n", namespace, check=False).stdout
+    raise AssertionError(f"WorkPool {namespace}/{name} not Ready in {timeout}s:\n{described}")
+
+
 def runnable_documents() -> list[str]:
     return [
         docs.relative(path)
@@ -54,10 +80,25 @@ def runnable_documents() -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
+def operator_image() -> Path:
+    """The operator image archive `make image` builds (cached by its inputs)."""
+    out = subprocess.run(
+        ["bash", str(IMAGES_SCRIPT), "operator"], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
 @pytest.fixture
-def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A new user's cluster: one kwok node, nothing installed."""
-    cluster = LocalCluster(tmp_path / "k8s", kwok_nodes=1, process_node=False).start()
+def fresh_cluster(tmp_path: Path, operator_image: Path) -> Iterator[LocalCluster]:
+    """A new user's cluster: one real node, nothing installed, nothing to pull."""
+    cluster = LocalCluster(
+        tmp_path / "k8s",
+        kwok_nodes=0,
+        process_node=False,
+        real_node=True,
+        node_images=(operator_image,),
+    ).start()
     try:
         yield cluster
     finally:
@@ -71,7 +112,7 @@ def shell_env(
     """The cluster's PATH and KUBECONFIG, the documented variables, and nothing else of ours."""
     env = {k: v for k, v in fresh_cluster.env.items() if not k.startswith(("PJO_", "PREFECT_"))}
     env.update(
-        PREFECT_API_URL=prefect_server.api_url,
+        PREFECT_API_URL=fresh_cluster.pod_url(prefect_server.api_url),
         PREFECT_API_KEY=TEST_API_KEY,
         # helm's own cache and repositories, away from the user's.
         HELM_CACHE_HOME=str(tmp_path / "helm-cache"),
@@ -109,7 +150,7 @@ def run(command: str, env: dict[str, str], where: str) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize("document", runnable_documents())
 def test_every_runnable_block_of_the_document_works_as_written(
-    document: str, shell_env: dict[str, str]
+    document: str, shell_env: dict[str, str], fresh_cluster: LocalCluster
 ) -> None:
     blocks = docs.markdown_blocks(docs.ROOT / document)
     ran = 0
@@ -121,13 +162,15 @@ def test_every_runnable_block_of_the_document_works_as_written(
             run(command, shell_env, block.where)
             ran += 1
     assert ran > 0
+    for namespace, name in READY_AFTER.get(document, []):
+        wait_ready(fresh_cluster, namespace, name)
     marked = sum(b.skip_reason is not None for b in blocks)
     print(f"{document}: {ran} commands ran, {marked} blocks marked")
 
 
 @pytest.mark.parametrize("install", sorted(NOTES_INSTALLS))
 def test_every_command_of_the_chart_notes_works_as_rendered(
-    install: str, shell_env: dict[str, str]
+    install: str, shell_env: dict[str, str], fresh_cluster: LocalCluster
 ) -> None:
     notes = run(NOTES_INSTALLS[install], shell_env, f"NOTES ({install} install)").stdout
     sources = docs.notes_blocks()
@@ -144,3 +187,4 @@ def test_every_command_of_the_chart_notes_works_as_rendered(
             run(command, shell_env, f"{block.where} rendered as {command!r}")
     unseen = [b.where for b in sources if b.line not in seen]
     assert unseen == [], f"NOTES.txt lines never rendered: {unseen}"
+    wait_ready(fresh_cluster, *NOTES_POOLS[install])
