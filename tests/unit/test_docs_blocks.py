@@ -123,7 +123,6 @@ def test_expected_headers_and_pipelines_are_read() -> None:
 def test_notes_commands_match_their_rendered_lines() -> None:
     blocks = docs.notes_blocks()
     assert [b.skip_reason for b in blocks if b.skip_reason] == [
-        "the test cluster's kwok nodes run no containers, so no logs",
         "needs a flow project with a prefect.yaml",
         "needs a deployment of the user's flow",
     ]
