@@ -218,6 +218,14 @@ class OperatorSettings(BaseSettings):
         "runs whose Job is gone). Each lists every such run of the pool, so it is the most "
         "expensive call the operator makes; the first one runs as soon as a replica leads.",
     )
+    submit_retry_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How long a claimed run's Job create is retried while the Kubernetes API is "
+        "unreachable or failing (5xx/429); after that the run stays Pending for the recovery "
+        "sweep. Such a fault never crashes a run.",
+    )
     status_interval_seconds: float = Field(
         5.0, gt=0, description="Seconds between two writes of a WorkPool's status."
     )

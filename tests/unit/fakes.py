@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
 from prefect_job_operator.dispatch.runtime import PoolRuntime
-from prefect_job_operator.kube.client import Kube, KubeError
+from prefect_job_operator.kube.client import Availability, Kube, KubeError
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import (
@@ -83,6 +83,7 @@ class FakeKube:
         self.calls: Counter[str] = Counter()
         self.fail: dict[str, BaseException] = {}
         self.before: dict[str, Callable[[], None]] = {}
+        self.availability = Availability()
         self._rv = itertools.count(1)
 
     def _enter(self, method: str) -> None:
@@ -91,7 +92,11 @@ class FakeKube:
         if method in self.before:
             self.before[method]()
         if method in self.fail:
-            raise self.fail[method]
+            exc = self.fail[method]
+            if isinstance(exc, KubeError) and exc.transient:
+                self.availability.failed(exc)
+            raise exc
+        self.availability.answered()
 
     def _stamp(self, obj: Json, namespace: str) -> Json:
         meta = obj.setdefault("metadata", {})

@@ -28,6 +28,7 @@ from prefect_job_operator.api.v1alpha1 import (
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.errors import (
+    APIUnreachable,
     BlockDocumentNotFound,
     DeploymentNotFound,
     FlowNotFound,
@@ -49,6 +50,7 @@ from prefect_job_operator.tracking.runs import (
 log = logging.getLogger(__name__)
 
 SUBMIT_FAILED = "Failed to submit flow run to infrastructure"
+SUBMIT_DEFERRED = "SubmissionDeferred"
 
 
 def _now() -> datetime:
@@ -57,6 +59,18 @@ def _now() -> datetime:
 
 class SubmissionError(Exception):
     """A run could not be turned into a Job; the message becomes its Crashed message."""
+
+
+def is_infrastructure_fault(exc: BaseException) -> bool:
+    """True when a submission failed through no fault of the run: the Kubernetes or Prefect
+    API was unreachable, failing (5xx) or throttling (429). Such a run must never crash."""
+    if isinstance(exc, KubeError):
+        return exc.transient
+    if isinstance(exc, APIUnreachable):
+        return True
+    if isinstance(exc, PrefectAPIError):
+        return exc.status is None or exc.status in (408, 429) or exc.status >= 500
+    return False
 
 
 @dataclass(frozen=True)
@@ -227,6 +241,8 @@ async def submit_run(
             run_id, f"Deployment {run.deployment_id} no longer exists, cancelled run."
         )
         return None
+    if not rt.kube.availability.ok:
+        return None  # the claim gate closed while this run waited for a slot: stay Scheduled
     started = time.monotonic()
     claim = await rt.writer.claim(run_id)
     if not claim.won:
@@ -265,9 +281,24 @@ async def launch(
             await rt.writer.cancelled(run_id, "Flow run cancelled before its Job was created.")
             return None
         stage = "kubernetes"
-        job = await create_job_idempotent(rt, rendered)
+        job = await create_job_with_retry(rt, rendered)
     except (RenderError, SubmissionError, KubeError, PrefectAPIError) as exc:
         rt.metrics.submission_failures.inc(*rt.metric_labels, stage)
+        if is_infrastructure_fault(exc):
+            # Not the run's fault: it stays Pending (claimed, no Job). A retry under the same
+            # claim gets the same Job name, so the recovery sweep can resubmit it safely.
+            log.warning(
+                "Flow run %s stays Pending (%s unavailable, the recovery sweep resubmits it "
+                "after %ss): %s",
+                run_id,
+                stage,
+                rt.spec.recovery.pending_grace_seconds,
+                exc,
+            )
+            await rt.event_k8s(
+                "Warning", SUBMIT_DEFERRED, f"Flow run {run.name} ({run_id}) left Pending: {exc}"
+            )
+            return None
         message = f"{SUBMIT_FAILED}: {exc}"
         log.warning("Flow run %s: %s", run_id, message)
         rt.telemetry_log(run_id, logging.ERROR, message)
@@ -404,6 +435,23 @@ async def _resolve(rt: PoolRuntime, refs: Any) -> ResolvedReferences:
         if value is not None:
             variables[name] = value
     return ResolvedReferences(blocks=blocks, block_ids=block_ids, variables=variables)
+
+
+async def create_job_with_retry(rt: PoolRuntime, rendered: RenderedJob) -> dict[str, Any]:
+    """``create_job_idempotent``, retried with backoff on infrastructure faults for at most
+    ``settings.submit_retry_seconds``; the deterministic name makes every retry safe (a create
+    that did land answers 409 and is adopted). A request fault is raised at once."""
+    deadline = time.monotonic() + rt.settings.submit_retry_seconds
+    delay = 0.5
+    while True:
+        try:
+            return await create_job_idempotent(rt, rendered)
+        except KubeError as exc:
+            if not exc.transient or time.monotonic() + delay > deadline:
+                raise
+            log.info("Creating Job %s failed (%s); retrying in %.1fs", rendered.name, exc, delay)
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 async def create_job_idempotent(rt: PoolRuntime, rendered: RenderedJob) -> dict[str, Any]:

@@ -223,8 +223,38 @@ async def _sync_and_heartbeat(
             rt.health.sync_error = str(exc)
 
 
+def lease_name(rt: PoolRuntime) -> str:
+    return f"prefect-job-operator.{rt.name}"[:253]
+
+
+async def kubernetes_available(rt: PoolRuntime) -> bool:
+    """The claim gate: no run is claimed while the Kubernetes API is failing.
+
+    During an outage each poll tick probes it with one cheap read (this pool's Lease: it
+    needs etcd, as a Job create does); any answer reopens the gate.
+    """
+    availability = rt.kube.availability
+    if availability.ok:
+        return True
+    with anyio.move_on_after(5):
+        try:
+            await rt.kube.read_lease(rt.namespace, lease_name(rt))
+        except KubeError:
+            pass
+    if availability.ok:
+        log.info("Kubernetes API answers again; %s claims runs again", rt.key)
+        return True
+    rt.health.polling_ok, rt.health.poll_reason = False, c.REASON_KUBERNETES_UNAVAILABLE
+    rt.health.poll_error = (
+        f"Not claiming flow runs while the Kubernetes API fails: {availability.last_error}"
+    )
+    return False
+
+
 async def _poll(rt: PoolRuntime, tg: anyio.abc.TaskGroup, limiter: anyio.CapacityLimiter) -> None:
     if rt.health.pool_synced is not True or not rt.seeded:
+        return
+    if not await kubernetes_available(rt):
         return
     try:
         await poll_once(rt, tg, limiter)
@@ -367,13 +397,13 @@ async def lead(
     tick = [0]
 
     async def renew() -> None:
-        if not await lease.try_acquire():
+        if not await lease.renew():
             raise LeadershipLost()
 
     loops = rt.loops
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_every, lease.duration / 3, renew, "lease", loops)
+            tg.start_soon(_every, lease.retry_period, renew, "lease", loops)
             tg.start_soon(
                 _every,
                 w.heartbeat_interval_seconds,
@@ -425,7 +455,7 @@ async def run_pool(
     lease = PoolLease(
         rt.kube,
         rt.namespace,
-        f"prefect-job-operator.{rt.name}"[:253],
+        lease_name(rt),
         identity,
         rt.settings.lease_duration_seconds,
     )
@@ -439,7 +469,7 @@ async def run_pool(
             rt.health.leader, rt.health.lease_holder = held, lease.holder
             rt.metrics.leader.set(1.0 if held else 0.0, *rt.metric_labels)
             if not held:  # the leader owns the status; a standby stays silent
-                await anyio.sleep(lease.duration / 3)
+                await anyio.sleep(lease.retry_period)
                 continue
             log.info("WorkPool %s: this replica (%s) leads", rt.key, identity)
             await rt.event_k8s("Normal", "Leading", f"Replica {identity} dispatches this pool")

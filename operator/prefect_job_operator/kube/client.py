@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from kubernetes_asyncio import client, config
@@ -26,6 +27,55 @@ class KubeError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+
+    @property
+    def transient(self) -> bool:
+        """An infrastructure fault (retry later), not a fault of the request's content."""
+        return classify_status(self.status) == "infrastructure"
+
+
+Fault = Literal["infrastructure", "request"]
+
+# 401: the operator's own credentials (rotated token), never a run's fault. 408/429/5xx and
+# transport errors (0): the API server or its etcd is down, overloaded or restarting.
+_INFRASTRUCTURE_STATUSES = frozenset({0, 401, 408, 429})
+
+
+def classify_status(status: int) -> Fault:
+    """Whose fault a failed Kubernetes call is, from its HTTP status.
+
+    ``infrastructure``: the API server is unreachable, failing or throttling; retrying the
+    same request later can succeed, so it must never crash a flow run. ``request``: the API
+    server judged this request (400 bad manifest, 403 forbidden in that namespace, 404
+    namespace gone, 409, 422 invalid): the request itself must change.
+    """
+    if status in _INFRASTRUCTURE_STATUSES or status >= 500:
+        return "infrastructure"
+    return "request"
+
+
+class Availability:
+    """Whether the Kubernetes API answered the operator's last call: the pools' claim gate.
+
+    Any answer (even a 404) proves the API server and etcd work; a transport error, 5xx or
+    429 opens an outage that the next answer closes.
+    """
+
+    def __init__(self) -> None:
+        self.outage_since: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outage_since is None
+
+    def failed(self, error: KubeError) -> None:
+        if self.outage_since is None:
+            self.outage_since = time.monotonic()
+        self.last_error = str(error)
+
+    def answered(self) -> None:
+        self.outage_since, self.last_error = None, None
 
 
 def _any(body: Any) -> Any:
@@ -61,6 +111,7 @@ class Kube:
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+        self.availability = Availability()
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -70,9 +121,24 @@ class Kube:
     async def close(self) -> None:
         await self.api.close()
 
+    async def _json(self, coro: Any) -> Json:
+        """Await a raw (``_preload_content=False``) call; non-2xx becomes KubeError.
+
+        Every outcome feeds ``availability``, the gate that stops claiming during an outage.
+        """
+        try:
+            data = await self._raw_json(coro)
+        except KubeError as exc:
+            if exc.transient:
+                self.availability.failed(exc)
+            else:
+                self.availability.answered()
+            raise
+        self.availability.answered()
+        return data
+
     @staticmethod
-    async def _json(coro: Any) -> Json:
-        """Await a raw (``_preload_content=False``) call; non-2xx becomes KubeError."""
+    async def _raw_json(coro: Any) -> Json:
         try:
             resp = await coro
             try:
