@@ -6,6 +6,7 @@ request cancels the whole group, so no loop outlives the right to act.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -236,11 +237,8 @@ async def kubernetes_available(rt: PoolRuntime) -> bool:
     availability = rt.kube.availability
     if availability.ok:
         return True
-    with anyio.move_on_after(5):
-        try:
-            await rt.kube.read_lease(rt.namespace, lease_name(rt))
-        except KubeError:
-            pass
+    with anyio.move_on_after(5), contextlib.suppress(KubeError):
+        await rt.kube.read_lease(rt.namespace, lease_name(rt))
     if availability.ok:
         log.info("Kubernetes API answers again; %s claims runs again", rt.key)
         return True
