@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from prefect_job_operator.api import conditions as c
+from prefect_job_operator.api.labels import label_value
 from prefect_job_operator.api.v1alpha1 import (
     GROUP,
     LABEL_OPERATOR,
@@ -45,7 +46,7 @@ def configure(
         settings.watching.label_selectors[GROUP, VERSION, PLURAL] = workpool_selector
     settings.peering.standalone = True
     settings.persistence.finalizer = FINALIZER
-    selector = f"{LABEL_OPERATOR}={instance}"
+    selector = f"{LABEL_OPERATOR}={label_value(instance)}"
     settings.watching.label_selectors["batch", "v1", "jobs"] = selector
     settings.watching.label_selectors["v1", "pods"] = selector
     settings.watching.server_timeout = 300

@@ -449,3 +449,41 @@ async def test_cancel_requested_during_submission_creates_no_job(world) -> None:
     assert kube.calls["create_job"] == 0
     assert client.proposed(run_id)[-1][:2] == ("CANCELLED", "Cancelled")
     assert client.state_of(run_id)[0] == "CANCELLED"
+
+
+async def test_job_variables_cannot_override_the_routing_labels(world) -> None:
+    """Job variables that set the labels the watches route by would make a Job the operator
+    cannot see (and later kills): the operator's own values win, on the Job and its pods."""
+    rt, client, kube = world
+    dep = client.add_deployment(
+        labels={
+            "prefect-job-operator.dev/operator": "someone-else",
+            "prefect.io/work-pool-id": "not-this-pool",
+            "prefect.io/flow-run-id": "not-this-run",
+            "prefect-job-operator.dev/workpool": "other",
+            "team": "data",
+        }
+    )
+    run_id = client.add_run(deployment_id=dep)
+    await poll(rt)
+    [job] = jobs_of(kube, run_id)
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels["prefect-job-operator.dev/operator"] == rt.settings.instance
+        assert labels["prefect.io/work-pool-id"] == POOL_ID
+        assert labels["prefect.io/flow-run-id"] == run_id
+        assert labels["prefect-job-operator.dev/workpool"] == rt.name
+        assert labels["team"] == "data"  # other job-variable labels are kept
+    assert rt.table.get(run_id) is not None
+
+
+async def test_a_64_character_workpool_name_gives_valid_label_values() -> None:
+    name = "a" * 62 + "-b"
+    rt, client, kube = make_runtime(spec={**API, "poolName": "k8s"}, name=name)
+    run_id = client.add_run(deployment_id=client.add_deployment())
+    await poll(rt)
+    [job] = jobs_of(kube, run_id)
+    value = job["metadata"]["labels"]["prefect-job-operator.dev/workpool"]
+    assert len(value) <= 63 and value[-1].isalnum() and value[0].isalnum()
+    assert job["spec"]["template"]["metadata"]["labels"]["prefect-job-operator.dev/workpool"] == (
+        value
+    )

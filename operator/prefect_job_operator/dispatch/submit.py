@@ -19,10 +19,13 @@ from typing import Any
 
 import anyio
 
+from prefect_job_operator.api.labels import label_value
 from prefect_job_operator.api.v1alpha1 import (
     ANNOTATION_CLAIM,
     ANNOTATION_WORKPOOL,
+    LABEL_FLOW_RUN_ID,
     LABEL_OPERATOR,
+    LABEL_WORK_POOL_ID,
     LABEL_WORKPOOL,
 )
 from prefect_job_operator.dispatch.runtime import PoolRuntime
@@ -385,12 +388,26 @@ async def render_for_run(
     refusal = rt.job_namespace_refusal(rendered.namespace)
     if refusal is not None:
         raise SubmissionError(refusal.message)
-    _decorate(rt, rendered, claim_id)
+    _decorate(rt, rendered, claim_id, str(run.id))
     return rendered
 
 
-def _decorate(rt: PoolRuntime, rendered: RenderedJob, claim_id: str | None) -> None:
-    """Operator bookkeeping on the manifest: claim, timeouts, default TTL."""
+def routing_labels(rt: PoolRuntime, flow_run_id: str) -> dict[str, str]:
+    """The labels the operator's watches and tables route by. They are applied after the
+    template and the job variables and override them: a Job the operator cannot route is a
+    Job it cannot see (docs/compatibility.md)."""
+    labels = {
+        LABEL_OPERATOR: label_value(rt.settings.instance),
+        LABEL_WORKPOOL: label_value(rt.name),
+        LABEL_FLOW_RUN_ID: flow_run_id,
+    }
+    if rt.pool_id:
+        labels[LABEL_WORK_POOL_ID] = rt.pool_id
+    return labels
+
+
+def _decorate(rt: PoolRuntime, rendered: RenderedJob, claim_id: str | None, run_id: str) -> None:
+    """Operator bookkeeping on the manifest: routing labels, claim, timeouts, default TTL."""
     meta = rendered.manifest.setdefault("metadata", {})
     annotations = meta.setdefault("annotations", {})
     annotations[ANNOTATION_WORKPOOL] = rt.key
@@ -400,17 +417,14 @@ def _decorate(rt: PoolRuntime, rendered: RenderedJob, claim_id: str | None) -> N
         annotations[ANNOTATION_POD_WATCH_TIMEOUT] = str(rendered.pod_watch_timeout_seconds)
     if rendered.job_watch_timeout_seconds is not None:
         annotations[ANNOTATION_JOB_WATCH_TIMEOUT] = str(rendered.job_watch_timeout_seconds)
-    labels = meta.setdefault("labels", {})
-    labels[LABEL_OPERATOR] = rt.settings.instance
-    labels[LABEL_WORKPOOL] = rt.name[:63]
+    routing = routing_labels(rt, run_id)
+    meta["labels"] = {**(meta.get("labels") or {}), **routing}
     pod_meta = (
         rendered.manifest.setdefault("spec", {})
         .setdefault("template", {})
         .setdefault("metadata", {})
     )
-    pod_labels = pod_meta.setdefault("labels", {})
-    pod_labels[LABEL_OPERATOR] = rt.settings.instance
-    pod_labels[LABEL_WORKPOOL] = rt.name[:63]
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **routing}
     ttl = rt.spec.recovery.finished_job_ttl_seconds
     spec = rendered.manifest["spec"]
     if ttl is not None and spec.get("ttlSecondsAfterFinished") is None:

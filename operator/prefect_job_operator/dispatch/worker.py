@@ -17,7 +17,15 @@ import anyio
 
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.job_namespaces import ALL, forbidden_message, namespace_report
-from prefect_job_operator.api.v1alpha1 import GROUP, LABEL_OPERATOR, PLURAL, UNLIMITED, VERSION
+from prefect_job_operator.api.labels import label_value
+from prefect_job_operator.api.v1alpha1 import (
+    GROUP,
+    LABEL_OPERATOR,
+    LABEL_WORK_POOL_ID,
+    PLURAL,
+    UNLIMITED,
+    VERSION,
+)
 from prefect_job_operator.dispatch import sweep
 from prefect_job_operator.dispatch.runtime import (
     POLL_STALE_FACTOR,
@@ -335,7 +343,8 @@ async def seed_table(rt: PoolRuntime, namespaces: list[str | None] | None = None
     """
     if not rt.pool_id:
         return
-    selector = f"{LABEL_OPERATOR}={rt.settings.instance},prefect.io/work-pool-id={rt.pool_id}"
+    instance = label_value(rt.settings.instance)
+    selector = f"{LABEL_OPERATOR}={instance},{LABEL_WORK_POOL_ID}={rt.pool_id}"
     if namespaces is None:
         watched = rt.watched_namespaces()
         namespaces = [None] if watched is None else list(watched)
