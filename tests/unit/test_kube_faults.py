@@ -189,3 +189,35 @@ async def test_runs_waiting_for_a_slot_are_not_claimed_once_the_gate_closes() ->
 
 def test_fake_kube_feeds_availability() -> None:
     assert isinstance(FakeKube().availability, Availability)
+
+
+async def test_an_unexpected_error_in_a_pool_loop_shows_on_its_conditions() -> None:
+    """A loop that fails on every tick (e.g. a date overflow) must not stall the pool
+    silently: the Polling condition names the loop and the error, until it succeeds."""
+    from datetime import UTC, datetime
+
+    from prefect_job_operator.dispatch.worker import _every, report
+    from prefect_job_operator.writeback.cr_status import status_patch
+
+    rt, _, _ = make_runtime(spec=API)
+    broken = [True]
+
+    async def failing() -> None:
+        if broken[0]:
+            raise OverflowError("date value out of range")
+
+    with anyio.move_on_after(0.15):
+        await _every(0.05, failing, "sweep", rt)
+    rep = report(rt)
+    assert rep.polling_ok is False and rep.poll_reason == "LoopFailed"
+    assert rep.poll_error == "The sweep loop failed: OverflowError: date value out of range"
+    patch = status_patch(rep, previous={}, generation=1, now=datetime.now(UTC))
+    ready = next(x for x in patch["conditions"] if x["type"] == "Ready")
+    assert ready["status"] == "False"
+    assert "OverflowError" in ready["message"] or "OverflowError" in (patch.get("message") or "")
+
+    broken[0] = False
+    with anyio.move_on_after(0.12):
+        await _every(0.05, failing, "sweep", rt)  # succeeds now
+    assert rt.health.loop_errors == {}
+    assert report(rt).poll_reason != "LoopFailed"

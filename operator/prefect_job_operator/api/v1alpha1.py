@@ -386,8 +386,9 @@ class WorkerSpec(_Spec):
     prefetch_seconds: int = Field(
         10,
         ge=0,
+        le=86400,
         description="Submit flow runs scheduled up to this many seconds in the future, so pods "
-        "have time to start.",
+        "have time to start (at most a day).",
     )
     heartbeat_interval_seconds: int = Field(
         30, ge=5, le=3600, description="Seconds between two worker heartbeats to Prefect."
@@ -507,12 +508,14 @@ class RecoverySpec(_Spec):
     pending_grace_seconds: int = Field(
         60,
         ge=0,
-        description="A flow run that stays Pending with no Job for this long after an operator "
-        "restart is submitted again.",
+        le=86400,
+        description="A flow run that stays Pending with no Job for this long (after an operator "
+        "restart or a Kubernetes API outage) is submitted again (at most a day).",
     )
     finished_job_ttl_seconds: int | None = Field(
         None,
         ge=0,
+        le=2147483647,
         description="ttlSecondsAfterFinished for Jobs whose template and job variables set none. "
         "Default: keep finished Jobs.",
     )
@@ -588,6 +591,7 @@ class WorkPoolSpec(_Spec):
     limit: int | None = Field(
         None,
         ge=1,
+        le=1000000,
         description="Most flow runs in flight on Kubernetes for this pool (Jobs that are Pending "
         "or Running). Default: no limit.",
     )

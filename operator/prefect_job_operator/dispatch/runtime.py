@@ -47,6 +47,8 @@ class Health:
     last_heartbeat: datetime | None = None
     leader: bool = False
     lease_holder: str | None = None
+    loop_errors: dict[str, str] = field(default_factory=dict)
+    """Per loop (poll, sweep, ...): its last unexpected error, until it succeeds again."""
     namespaces: NamespaceReport | None = None
     """The JobNamespaces condition (None until the first sync)."""
 

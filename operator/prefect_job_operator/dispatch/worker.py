@@ -105,6 +105,9 @@ def report(rt: PoolRuntime) -> PoolReport:
     if not h.leader:
         polling_ok, poll_reason = False, c.REASON_NOT_LEADER
         poll_error = f"Another replica ({h.lease_holder}) holds this pool's Lease."
+    elif h.loop_errors:
+        polling_ok, poll_reason = False, c.REASON_LOOP_FAILED
+        poll_error = "; ".join(h.loop_errors[k] for k in sorted(h.loop_errors))[:1000]
     elif polling_ok and poll_is_stale(h.last_poll, rt.spec.worker.poll_interval_seconds, now):
         limit = rt.spec.worker.poll_interval_seconds * POLL_STALE_FACTOR
         polling_ok, poll_reason = False, c.REASON_STALE
@@ -169,9 +172,11 @@ async def _every(
     fn: Callable[[], Awaitable[Any]],
     name: str,
     progress: LoopProgress | None = None,
+    rt: PoolRuntime | None = None,
 ) -> None:
     """Call fn forever at a fixed interval; one failure never ends the loop. Each finished
-    iteration, failed or not, is progress (the liveness rule reads it)."""
+    iteration, failed or not, is progress (the liveness rule reads it); an unexpected error
+    shows on the pool's Polling condition until that loop succeeds again."""
     if progress is not None:
         progress.mark(name, seconds, time.monotonic())
     while True:
@@ -180,8 +185,13 @@ async def _every(
             await fn()
         except (LeadershipLost, anyio.get_cancelled_exc_class()):
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("The %s loop failed; it continues", name)
+            if rt is not None:
+                rt.health.loop_errors[name] = f"The {name} loop failed: {type(exc).__name__}: {exc}"
+        else:
+            if rt is not None:
+                rt.health.loop_errors.pop(name, None)
         if progress is not None:
             progress.mark(name, seconds, time.monotonic())
         await anyio.sleep(max(0.0, seconds - (time.monotonic() - started)))
@@ -417,9 +427,10 @@ async def lead(
                 lambda: _sync_and_heartbeat(rt, registry_hook),
                 "heartbeat",
                 loops,
+                rt,
             )
             tg.start_soon(
-                _every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll", loops
+                _every, w.poll_interval_seconds, lambda: _poll(rt, tg, limiter), "poll", loops, rt
             )
             tg.start_soon(
                 _every,
@@ -427,6 +438,7 @@ async def lead(
                 lambda: _sweep(rt, tick),
                 "sweep",
                 loops,
+                rt,
             )
             tg.start_soon(
                 _every,
@@ -434,6 +446,7 @@ async def lead(
                 lambda: sweep.apply_actions(rt, rt.table.check_deadlines(_now())),
                 "deadlines",
                 loops,
+                rt,
             )
             tg.start_soon(
                 _every,
