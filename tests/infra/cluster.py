@@ -456,6 +456,45 @@ class LocalCluster:
         if remove if remove is not None else self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    # -- faults (tests/faults) ----------------------------------------------------------
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL one control-plane process (``kube-apiserver``, ``etcd``, ...)."""
+        comp = self._component(name)
+        assert comp.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(comp.proc.pid, signal.SIGKILL)  # a crash: no graceful shutdown
+        comp.proc.wait(timeout=10)
+
+    def start_component(self, name: str, timeout: float = 120.0) -> None:
+        """Start a killed component again with the same flags, ports and data."""
+        comp = self._component(name)
+        assert comp.proc is None or comp.proc.poll() is not None, f"{name} is running"
+        self._components.remove(comp)
+        own_argv = comp.argv[: len(comp.argv) - len(self.extra_args.get(name, []))]
+        self._spawn(name, own_argv, env=comp.env)  # _spawn appends the extra flags again
+        if name == "kube-apiserver":
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+            wait_for("kube-apiserver /readyz", self._apiserver_ready_quiet, timeout, 0.5)
+        elif name == "etcd":
+            etcd = f"http://127.0.0.1:{self.ports['etcd-client']}/health"
+            wait_for("etcd /health", lambda: '"true"' in httpx.get(etcd).text, timeout)
+
+    def _component(self, name: str) -> _Component:
+        for comp in self._components:
+            if comp.name == name:
+                return comp
+        raise KeyError(name)
+
+    def _apiserver_ready_quiet(self) -> bool:
+        try:
+            resp = self.http().get("/readyz")
+        except httpx.HTTPError:
+            return False
+        return resp.status_code == 200 and resp.text.strip() == "ok"
+
     # -- start-up steps ---------------------------------------------------------------
 
     def _start(self) -> None:
