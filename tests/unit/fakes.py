@@ -75,6 +75,7 @@ class FakeKube:
         self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
         self.leases: dict[tuple[str, str], Json] = {}
         self.pod_logs: dict[tuple[str, str], str] = {}
+        self.job_events: dict[tuple[str, str], list[Json]] = {}
         self.deleted_jobs: list[tuple[str, str, int]] = []
         self.status_patches: list[tuple[str, str, Json]] = []
         self.events: list[Json] = []
@@ -144,6 +145,10 @@ class FakeKube:
             for (ns, _), pod in self.pods.items()
             if ns == namespace and _matches(pod["metadata"].get("labels") or {}, label_selector)
         ]
+
+    async def list_job_events(self, namespace: str, job_name: str) -> list[Json]:
+        self._enter("list_job_events")
+        return [copy.deepcopy(e) for e in self.job_events.get((namespace, job_name), [])]
 
     async def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         self._enter("pod_log_tail")

@@ -481,3 +481,71 @@ async def test_crash_log_tail_is_upstreams_500_lines_by_default_and_a_setting() 
         lines = [x for x in text.splitlines() if x.startswith("line ")]
         assert len(lines) == expected, len(lines)
         assert lines[-1] == "line 0999" and lines[0] == f"line {1000 - expected:04d}"
+
+
+# --------------------------------------------------------------------------- kill decisions
+
+
+async def test_pod_watch_timeout_reads_the_pods_first_and_adopts_a_running_one() -> None:
+    """No pod event ever arrived (a Job outside the watch view): the deadline fires, but a
+    direct read finds the pod Running, so the healthy flow is not killed."""
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="PENDING", pid=PID)
+    old = now() - timedelta(seconds=600)
+    _with_job(rt, kube, run_id, None, pod_watch_timeout=60, created=old)
+    kube.pods[("default", f"{JOB}-x7k2p")] = pod_json(run_id, JOB, phase="Running", created=old)
+
+    actions = rt.table.check_deadlines(now())
+    assert [type(a) for a in actions] == [Crash] and actions[0].unconfirmed  # type: ignore[union-attr]
+    await apply_actions(rt, actions)
+
+    assert kube.calls["list_pods"] == 1
+    assert kube.deleted_jobs == []
+    assert client.proposed(run_id) == []
+    rec = rt.table.get(run_id)
+    assert rec is not None and not rec.outcome_reported and rec.pods
+    assert rt.table.check_deadlines(now()) == []  # now it knows the pod runs
+
+
+async def test_pod_watch_timeout_without_any_pod_names_the_failed_create_reason() -> None:
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="PENDING", pid=PID)
+    _with_job(rt, kube, run_id, None, pod_watch_timeout=60, created=now() - timedelta(seconds=90))
+    why = (
+        f'Error creating: pods "{JOB}-" is forbidden: error looking up service account '
+        'default/missing-sa: serviceaccount "missing-sa" not found'
+    )
+    kube.job_events[("default", JOB)] = [
+        {"reason": "SuccessfulCreate", "message": "x", "lastTimestamp": "2026-01-01T00:00:00Z"},
+        {"reason": "FailedCreate", "message": why, "lastTimestamp": "2026-01-01T00:00:05Z"},
+    ]
+
+    await apply_actions(rt, rt.table.check_deadlines(now()))
+
+    assert client.state_of(run_id)[0] == "CRASHED"
+    message = client.runs[run_id]["state"]["message"]
+    assert "no pod was created: FailedCreate:" in message
+    assert 'serviceaccount "missing-sa" not found' in message
+    assert kube.deleted_jobs == [("default", JOB, 0)]  # deleted only after the reason was read
+
+
+async def test_a_failed_job_seen_before_its_pods_reports_the_pods_exit_code() -> None:
+    """After a restart the Job listing (or watch) comes before the pods: the crash must say
+    "exited with code 4", not the Job's BackoffLimitExceeded."""
+    rt, client, kube = make_runtime()
+    run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
+    failed = job_json(
+        run_id, JOB, failed=1, conditions=[job_condition("Failed", reason="BackoffLimitExceeded")]
+    )
+    kube.jobs[("default", JOB)] = copy.deepcopy(failed)
+    kube.pods[("default", f"{JOB}-x7k2p")] = pod_json(
+        run_id, JOB, phase="Failed", exit_code=4, reason="Error"
+    )
+    actions = rt.table.observe_job(None, failed)
+    assert [type(a) for a in actions] == [Crash]
+    assert "BackoffLimitExceeded" in actions[0].message  # type: ignore[union-attr]
+
+    await apply_actions(rt, actions)
+
+    message = client.runs[run_id]["state"]["message"]
+    assert "exited with code 4" in message and "BackoffLimitExceeded" not in message

@@ -18,6 +18,7 @@ from prefect_job_operator.dispatch.submit import launch, write_followup
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.prefect_api.errors import DeploymentNotFound, PrefectAPIError
 from prefect_job_operator.prefect_api.models import FlowRun
+from prefect_job_operator.tracking.diagnosis import no_pod_reason
 from prefect_job_operator.tracking.runs import (
     Action,
     Crash,
@@ -50,12 +51,35 @@ async def apply_actions(rt: PoolRuntime, actions: list[Action]) -> None:
                         action.record.flow_run_id, "Kubernetes pod is pending."
                     )
             elif isinstance(action, Crash):
-                await _crash(rt, action.record, action.message, delete_job=action.delete_job)
+                message = await _confirmed_crash_message(rt, action)
+                if message is None:
+                    log.info(
+                        "Job %s has a started pod the watch missed: adopted", action.record.pid
+                    )
+                    continue
+                await _crash(rt, action.record, message, delete_job=action.delete_job)
             elif isinstance(action, JobGone):
                 await _job_gone(rt, action.record)
         except (PrefectAPIError, KubeError) as exc:
             log.warning("Acting on %s failed (the sweep retries): %s", action, exc)
             action.record.outcome_reported = False
+
+
+async def _confirmed_crash_message(rt: PoolRuntime, action: Crash) -> str | None:
+    """Read the pods (and, without any, the Job's FailedCreate Events) before a crash that
+    the watches alone decided: never kill a Job on the absence of events, never report a
+    Job's BackoffLimitExceeded when its pod says why. None: a pod did start, keep it."""
+    rec = action.record
+    if not action.unconfirmed and rec.pods:
+        return rt.table.confirm_crash(action, [], _now())  # with the pods it has seen since
+    pods = await rt.kube.list_pods(rec.namespace, f"job-name={rec.job_name}")
+    reason = None
+    if action.unconfirmed and not pods:
+        try:
+            reason = no_pod_reason(await rt.kube.list_job_events(rec.namespace, rec.job_name))
+        except KubeError as exc:
+            log.info("Reading the Events of Job %s failed: %s", rec.pid, exc)
+    return rt.table.confirm_crash(action, pods, _now(), reason)
 
 
 async def _crash(rt: PoolRuntime, rec: RunRecord, message: str, *, delete_job: bool) -> None:

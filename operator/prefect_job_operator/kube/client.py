@@ -212,6 +212,17 @@ class Kube:
         )
         return list(page.get("items") or [])
 
+    async def list_job_events(self, namespace: str, job_name: str) -> list[Json]:
+        """The Events about one Job (FailedCreate says why no pod exists)."""
+        page = await self._json(
+            self.core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.kind=Job,involvedObject.name={job_name}",
+                _preload_content=False,
+            )
+        )
+        return list(page.get("items") or [])
+
     async def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:
             text = await self.core.read_namespaced_pod_log(

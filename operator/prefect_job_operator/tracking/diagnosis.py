@@ -348,3 +348,20 @@ def diagnose(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: dat
         pod_name = _get(done[-1], "metadata", "name") if done else None
         return Diagnosis("succeeded", True, False, exit_code=code, pod_name=pod_name)
     return _diagnose_active(job, ordered, now)
+
+
+def no_pod_reason(events: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a Job has no pod, from its Events: the newest FailedCreate (a missing service
+    account, a quota, pod-level validation, an admission webhook), e.g.
+    ``FailedCreate: Error creating: pods "x-" is forbidden: ... serviceaccount "sa" not found``.
+    """
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+    newest = max(
+        failed,
+        key=lambda e: str(
+            e.get("lastTimestamp") or e.get("eventTime") or _get(e, "metadata", "creationTimestamp")
+        ),
+    )
+    return f"FailedCreate: {newest.get('message') or ''}".strip()

@@ -77,6 +77,9 @@ class Crash:
     record: RunRecord
     message: str
     delete_job: bool = False
+    unconfirmed: bool = False
+    """Decided on the absence of pod events (pod_watch_timeout): the pods are read directly
+    before acting, and a pod that did start is adopted instead (``RunTable.confirm_crash``)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,12 @@ class JobGone:
 
 
 Action = Crash | InfrastructurePending | JobGone
+
+NO_POD = "no pod was created"
+
+
+def _pod_timeout_message(rec: RunRecord, why: str) -> str:
+    return f"Pod did not start within {rec.pod_watch_timeout}s (pod_watch_timeout_seconds): {why}"
 
 
 class RunTable:
@@ -163,6 +172,37 @@ class RunTable:
             return [Crash(rec, diag.message or f"Job {rec.job_name} failed.")]
         return []
 
+    def confirm_crash(
+        self,
+        action: Crash,
+        pods: Iterable[Mapping[str, Any]],
+        now: datetime,
+        no_pod_reason: str | None = None,
+    ) -> str | None:
+        """The crash message once the Job's pods were read directly; None when a pod did
+        start (the watch missed it: the run is healthy and stays tracked).
+
+        A Job seen before its pods (a restart, a re-created WorkPool) is reported with the
+        pod's exit code rather than the Job's BackoffLimitExceeded; a Job without any pod
+        says why (``no_pod_reason``, from its FailedCreate Events).
+        """
+        rec = action.record
+        for pod in pods:
+            labels = (pod.get("metadata") or {}).get("labels") or {}
+            job = labels.get("job-name") or labels.get("batch.kubernetes.io/job-name")
+            if job in (None, rec.job_name):
+                rec.pods[(pod.get("metadata") or {}).get("name", "")] = _slim(pod, ("nodeName",))
+        diag = rec.diagnosis(now)
+        if diag.job_failed:
+            return diag.message or action.message
+        if not action.unconfirmed:
+            return action.message
+        if diag.phase != "pending":
+            rec.outcome_reported = False  # running (or done): the watch will tell the rest
+            return None
+        why = diag.message or (f"{NO_POD}: {no_pod_reason}" if no_pod_reason else NO_POD)
+        return _pod_timeout_message(rec, why)
+
     def observe_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> list[Action]:
         meta = pod.get("metadata") or {}
         run_id = (meta.get("labels") or {}).get(LABEL_FLOW_RUN_ID)
@@ -222,15 +262,8 @@ class RunTable:
                 since = diag.pending_since or rec.created_at
                 if since is not None and now - since > timedelta(seconds=rec.pod_watch_timeout):
                     rec.outcome_reported = True
-                    why = diag.message or "no pod was created"
-                    actions.append(
-                        Crash(
-                            rec,
-                            f"Pod did not start within {rec.pod_watch_timeout}s "
-                            f"(pod_watch_timeout_seconds): {why}",
-                            delete_job=True,
-                        )
-                    )
+                    message = _pod_timeout_message(rec, diag.message or NO_POD)
+                    actions.append(Crash(rec, message, delete_job=True, unconfirmed=True))
                     continue
             if (
                 rec.job_watch_timeout is not None
