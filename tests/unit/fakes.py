@@ -34,6 +34,7 @@ from prefect_job_operator.prefect_api.models import (
     FlowRun,
     LogRecord,
     OrchestrationResult,
+    Worker,
     WorkPool,
 )
 from prefect_job_operator.rendering import WorkerContext
@@ -308,6 +309,7 @@ class FakePrefectClient:
         self.emitted: list[Mapping[str, Any]] = []
         self.logs: list[LogRecord] = []
         self.heartbeats: list[tuple[str, str, float]] = []
+        self.workers: list[Json] = []
         self.on_propose: Callable[[str, str, str | None], None] | None = None
 
     def _enter(self, method: str) -> None:
@@ -604,6 +606,14 @@ class FakePrefectClient:
     async def read_variable_by_name(self, name: str) -> Any | None:
         self._enter("read_variable_by_name")
         return copy.deepcopy(self.variables.get(name))
+
+    async def write_variable(self, name: str, value: Any, tags: Sequence[str] = ()) -> None:
+        self._enter("write_variable")
+        self.variables[name] = copy.deepcopy(value)
+
+    async def read_workers(self, pool: str) -> list[Worker]:
+        self._enter("read_workers")
+        return [Worker.model_validate(w) for w in self.workers if w.get("pool") == pool]
 
 
 # --------------------------------------------------------------------------- runtime

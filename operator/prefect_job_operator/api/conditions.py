@@ -48,6 +48,8 @@ REASON_SYNC_FAILED: Final = "SyncFailed"
 REASON_POLL_FAILED: Final = "PollFailed"
 REASON_KUBERNETES_UNAVAILABLE: Final = "KubernetesUnavailable"
 """Polling=False: the Kubernetes API fails (unreachable, 5xx, 429); no run is claimed."""
+REASON_POOL_CLAIMED: Final = "PoolClaimedByOtherWorkPool"
+"""PoolSynced=False: another live WorkPool runs the same Prefect pool; this one stands by."""
 REASON_LOOP_FAILED: Final = "LoopFailed"
 """An unexpected error in one of the pool's loops; the message names it."""
 

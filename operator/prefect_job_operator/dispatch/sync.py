@@ -10,10 +10,14 @@ WorkPool's namespace (also in a pool that holds the stock default with another n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.conditions import REASON_TEMPLATE_ENV_UNDECLARED
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.kube.client import KubeError
@@ -22,6 +26,7 @@ from prefect_job_operator.prefect_api.errors import (
     WorkPoolAlreadyExists,
     WorkPoolNotFound,
 )
+from prefect_job_operator.prefect_api.models import Worker
 from prefect_job_operator.rendering import default_base_job_template, is_stock_template
 from prefect_job_operator.rendering.templating import undeclared_env_placeholders
 
@@ -69,6 +74,80 @@ async def desired_template(rt: PoolRuntime) -> dict[str, Any] | None:
     return None
 
 
+OWNER_VARIABLE_PREFIX = "prefect_job_operator_owner_"
+OWNER_TAG = "prefect-job-operator"
+OFFLINE_AFTER_HEARTBEATS = 3  # Prefect's own rule for a worker going OFFLINE
+
+
+def owner_variable(pool_name: str) -> str:
+    """The Prefect Variable naming the WorkPool that runs a Prefect pool.
+
+    A Variable, not the pool's description or template: the Prefect UI edits those, and two
+    WorkPools fighting over them was the symptom (the description flipped at every sync).
+    """
+    return OWNER_VARIABLE_PREFIX + hashlib.sha256(pool_name.encode()).hexdigest()[:16]
+
+
+def owner_record(rt: PoolRuntime) -> dict[str, str]:
+    return {
+        "namespace": rt.namespace,
+        "name": rt.name,
+        "uid": rt.uid,
+        "instance": rt.settings.instance,
+        "worker": rt.worker_name,
+        "pool": rt.pool_name,
+    }
+
+
+def online_workers(workers: Iterable[Worker], now: datetime) -> set[str]:
+    """Workers whose last heartbeat is recent (three intervals, Prefect's own rule)."""
+    out = set()
+    for w in workers:
+        if w.last_heartbeat_time is None:
+            continue
+        interval = w.heartbeat_interval_seconds or 30
+        if (now - w.last_heartbeat_time).total_seconds() <= OFFLINE_AFTER_HEARTBEATS * interval:
+            out.add(w.name)
+    return out
+
+
+def is_same_owner(record: Mapping[str, Any], me: Mapping[str, str]) -> bool:
+    """The same CR, or a re-creation of it (same namespace/name: same worker name)."""
+    return record.get("uid") == me["uid"] or (
+        record.get("namespace") == me["namespace"] and record.get("name") == me["name"]
+    )
+
+
+def foreign_owner(record: Any, me: Mapping[str, str], online: set[str]) -> Mapping[str, Any] | None:
+    """The other WorkPool that runs this Prefect pool, while its worker is alive; None when
+    this WorkPool may run it (no owner, itself, or an owner whose worker went offline)."""
+    if not isinstance(record, Mapping) or is_same_owner(record, me):
+        return None
+    if record.get("worker") == me["worker"]:
+        return None  # two CRs with one explicit worker name: the heartbeats cannot tell
+    return record if record.get("worker") in online else None
+
+
+async def claim_pool(rt: PoolRuntime) -> None:
+    """Refuse to run a Prefect pool another live WorkPool runs; else record ourselves."""
+    name = owner_variable(rt.pool_name)
+    me = owner_record(rt)
+    record = await rt.client.read_variable_by_name(name)
+    if isinstance(record, Mapping) and not is_same_owner(record, me):
+        workers = await rt.client.read_workers(rt.pool_name)
+        other = foreign_owner(record, me, online_workers(workers, datetime.now(UTC)))
+        if other is not None:
+            raise SyncProblem(
+                c.REASON_POOL_CLAIMED,
+                f'Prefect work pool "{rt.pool_name}" is already run by WorkPool '
+                f"{other.get('namespace')}/{other.get('name')} (uid {other.get('uid')}, "
+                f"operator instance {other.get('instance')}); this WorkPool does not dispatch. "
+                "Give one of them another spec.poolName, or delete one.",
+            )
+    if record != me:
+        await rt.client.write_variable(name, me, tags=[OWNER_TAG])
+
+
 async def sync_pool(rt: PoolRuntime) -> list[str]:
     """Create or update the Prefect pool; return what changed (for Events)."""
     spec = rt.spec
@@ -102,6 +181,7 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
             raise SyncProblem("TemplateRejected", f"Prefect rejected the pool: {exc}") from None
         pool = await client.read_work_pool(rt.pool_name)
 
+    await claim_pool(rt)  # before any write: a second WorkPool changes nothing
     updates: dict[str, Any] = {}
     if wanted_template is not None and pool.base_job_template != wanted_template:
         updates["base_job_template"] = wanted_template

@@ -734,6 +734,22 @@ class PrefectClient:
             return None
         return data.get("value") if isinstance(data, dict) else None
 
+    async def write_variable(self, name: str, value: Any, tags: Sequence[str] = ()) -> None:
+        """Create the variable, or overwrite its value when it exists."""
+        response = await self._request(
+            "POST", "/variables/", json={"name": name, "value": value, "tags": list(tags)}
+        )
+        if response.status_code in (200, 201):
+            return
+        if response.status_code != 409:
+            raise self._error(response)
+        await self._call(
+            "PATCH",
+            "/variables/name/{name}",
+            _route("/variables/name/{n}", n=name),
+            json={"value": value},
+        )
+
     # ------------------------------------------------------------------ server
 
     async def api_healthy(self) -> bool:
