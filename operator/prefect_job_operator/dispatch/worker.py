@@ -408,14 +408,20 @@ async def lead(
     rt.telemetry.pod_events_enabled = w.pod_events
     limiter = anyio.CapacityLimiter(w.submit_concurrency)
     rt.last_recovery_sweep = None  # a new term starts with a recovery sweep
-    await _sync_and_heartbeat(rt, registry_hook)
-    rt.telemetry.pool = rt.pool
-    started_event = rt.telemetry.event("prefect.worker.started")
     tick = [0]
+    started: list[str] = []
 
     async def renew() -> None:
         if not await lease.renew():
             raise LeadershipLost()
+
+    async def sync_and_heartbeat() -> None:
+        # The first sync runs inside the term, beside the lease renewals: a slow first sync
+        # must neither cost the lease nor run on a lease that expired meanwhile.
+        await _sync_and_heartbeat(rt, registry_hook)
+        if not started and rt.pool and rt.telemetry is not None:
+            rt.telemetry.pool = rt.pool
+            started.append(rt.telemetry.event("prefect.worker.started"))
 
     loops = rt.loops
     try:
@@ -424,7 +430,7 @@ async def lead(
             tg.start_soon(
                 _every,
                 w.heartbeat_interval_seconds,
-                lambda: _sync_and_heartbeat(rt, registry_hook),
+                sync_and_heartbeat,
                 "heartbeat",
                 loops,
                 rt,
@@ -461,7 +467,9 @@ async def lead(
         loops.clear()  # a standby has no loops to judge
         with anyio.CancelScope(shield=True):
             if rt.telemetry is not None:
-                rt.telemetry.event("prefect.worker.stopped", follows=started_event)
+                rt.telemetry.event(
+                    "prefect.worker.stopped", follows=started[0] if started else None
+                )
                 with anyio.move_on_after(5):
                     await rt.telemetry.flush()
 
