@@ -37,7 +37,7 @@ def test_foreign_owner(record: object, online: set[str], foreign: bool) -> None:
     assert (foreign_owner(record, ME, online) is not None) is foreign
 
 
-def test_online_workers_uses_three_heartbeat_intervals() -> None:
+def test_online_workers_uses_three_heartbeat_intervals_and_at_least_a_minute() -> None:
     now = datetime.now(UTC)
     workers = [
         Worker(
@@ -46,13 +46,18 @@ def test_online_workers_uses_three_heartbeat_intervals() -> None:
             heartbeat_interval_seconds=10,
         ),
         Worker(
+            name="late",  # 3 intervals ago, but within the minute: still alive
+            last_heartbeat_time=now - timedelta(seconds=45),
+            heartbeat_interval_seconds=10,
+        ),
+        Worker(
             name="stale",
-            last_heartbeat_time=now - timedelta(seconds=31),
+            last_heartbeat_time=now - timedelta(seconds=61),
             heartbeat_interval_seconds=10,
         ),
         Worker(name="never"),
     ]
-    assert online_workers(workers, now) == {"fresh"}
+    assert online_workers(workers, now) == {"fresh", "late"}
 
 
 def test_owner_variable_is_a_valid_prefect_variable_name() -> None:

@@ -77,6 +77,8 @@ async def desired_template(rt: PoolRuntime) -> dict[str, Any] | None:
 OWNER_VARIABLE_PREFIX = "prefect_job_operator_owner_"
 OWNER_TAG = "prefect-job-operator"
 OFFLINE_AFTER_HEARTBEATS = 3  # Prefect's own rule for a worker going OFFLINE
+OFFLINE_AFTER_AT_LEAST = 60.0
+"""A busy operator heartbeats late; taking a live owner's pool over would swap the roles."""
 
 
 def owner_variable(pool_name: str) -> str:
@@ -100,13 +102,16 @@ def owner_record(rt: PoolRuntime) -> dict[str, str]:
 
 
 def online_workers(workers: Iterable[Worker], now: datetime) -> set[str]:
-    """Workers whose last heartbeat is recent (three intervals, Prefect's own rule)."""
+    """Workers whose last heartbeat is recent: three intervals (Prefect's own rule), and at
+    least a minute."""
     out = set()
     for w in workers:
         if w.last_heartbeat_time is None:
             continue
-        interval = w.heartbeat_interval_seconds or 30
-        if (now - w.last_heartbeat_time).total_seconds() <= OFFLINE_AFTER_HEARTBEATS * interval:
+        horizon = max(
+            OFFLINE_AFTER_HEARTBEATS * (w.heartbeat_interval_seconds or 30), OFFLINE_AFTER_AT_LEAST
+        )
+        if (now - w.last_heartbeat_time).total_seconds() <= horizon:
             out.add(w.name)
     return out
 
