@@ -153,7 +153,12 @@ async def world(
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             for op in [w.operator, *w.replicas]:
-                print(f"--- {op.log_path} ---\n{op.log_tail(150)}")
+                lines = [
+                    line
+                    for line in op.log_tail(100000).splitlines()
+                    if not line.startswith("Handler '")
+                ]
+                print(f"--- {op.log_path} ---\n" + "\n".join(lines[-150:]))
         await w.close()
         fault_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 

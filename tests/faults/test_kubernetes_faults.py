@@ -32,16 +32,21 @@ async def burst(world: FaultWorld, dep: str, n: int = BURST) -> list[str]:
 
 
 async def every_run_has_one_job(world: FaultWorld, runs: list[str], timeout: float) -> None:
+    missing: list[str] = []
+
     async def probe() -> bool:
         by_run = world.jobs_by_run()
-        if not all(len(by_run.get(r, [])) == 1 for r in runs):
-            return False
+        missing.clear()
         for r in runs:
-            if not (await world.flow_run(r)).get("infrastructure_pid"):
-                return False
-        return True
+            run = await world.flow_run(r)
+            if len(by_run.get(r, [])) != 1 or not run.get("infrastructure_pid"):
+                missing.append(f"{r}: {run['state']['type']} {len(by_run.get(r, []))} Jobs")
+        return not missing
 
-    await eventually("one Job and a pid for every run", probe, timeout, interval=1.0)
+    try:
+        await eventually("one Job and a pid for every run", probe, timeout, interval=1.0)
+    except AssertionError:
+        raise AssertionError(f"runs without exactly one Job and a pid: {missing}") from None
 
 
 async def start_pool(world: FaultWorld) -> str:

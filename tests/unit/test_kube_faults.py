@@ -221,3 +221,20 @@ async def test_an_unexpected_error_in_a_pool_loop_shows_on_its_conditions() -> N
         await _every(0.05, failing, "sweep", rt)  # succeeds now
     assert rt.health.loop_errors == {}
     assert report(rt).poll_reason != "LoopFailed"
+
+
+async def test_a_followup_cut_short_by_lost_leadership_leaves_the_pid_to_the_sweep() -> None:
+    """The Job exists, the pid PATCH was queued, then leadership ended: pid_queued must not
+    stay set, or the recovery sweep never writes the pid (seen in the partition fault)."""
+    rt, client, kube = make_runtime(spec=API)
+    run_id = client.add_run(deployment_id=client.add_deployment())
+
+    async def hang(flow_run_id: str, pid: str) -> None:
+        await anyio.sleep(60)
+
+    client.set_infrastructure_pid = hang  # type: ignore[method-assign,assignment]
+    with anyio.move_on_after(1.0):
+        await poll(rt)
+    rec = rt.table.get(run_id)
+    assert rec is not None and len(kube.jobs) == 1
+    assert not rec.pid_queued and not rec.pid_recorded

@@ -192,8 +192,13 @@ async def _submit_guarded(
         rt.cancel_requested.discard(run_id)
     if followup is not None:
         # The submission slot is free again: the next claim does not wait for bookkeeping.
-        async with rt.followup_limiter:
-            await write_followup(rt, followup)
+        try:
+            async with rt.followup_limiter:
+                await write_followup(rt, followup)
+        finally:
+            rec = rt.table.get(run_id)
+            if rec is not None and not rec.pid_recorded:
+                rec.pid_queued = False  # cancelled (lost leadership): the sweep writes it
 
 
 async def write_followup(rt: PoolRuntime, followup: Followup) -> None:
