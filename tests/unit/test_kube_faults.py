@@ -207,7 +207,7 @@ async def test_an_unexpected_error_in_a_pool_loop_shows_on_its_conditions() -> N
             raise OverflowError("date value out of range")
 
     with anyio.move_on_after(0.15):
-        await _every(0.05, failing, "sweep", rt)
+        await _every(0.05, failing, "sweep", rt=rt)
     rep = report(rt)
     assert rep.polling_ok is False and rep.poll_reason == "LoopFailed"
     assert rep.poll_error == "The sweep loop failed: OverflowError: date value out of range"
@@ -218,7 +218,7 @@ async def test_an_unexpected_error_in_a_pool_loop_shows_on_its_conditions() -> N
 
     broken[0] = False
     with anyio.move_on_after(0.12):
-        await _every(0.05, failing, "sweep", rt)  # succeeds now
+        await _every(0.05, failing, "sweep", rt=rt)  # succeeds now
     assert rt.health.loop_errors == {}
     assert report(rt).poll_reason != "LoopFailed"
 
