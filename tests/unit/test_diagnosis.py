@@ -419,6 +419,18 @@ CASES = [
         id="retry-within-backoff-is-pending",
     ),
     pytest.param(
+        job(active=1),
+        [pod("Succeeded", containers=[container(terminated=terminated(0, "Completed"))])],
+        Diagnosis("running", False, False, pod_name=f"{JOB}-x7k2p"),
+        id="succeeded-pod-not-yet-counted-by-the-job-controller-is-running",
+    ),
+    pytest.param(
+        job(backoff=2, failed=1),
+        [pod("Failed", containers=[container(terminated=terminated(1))])],
+        Diagnosis("pending", False, False, pending_since=parse_time("2026-11-28T11:59:00Z")),
+        id="retry-not-created-yet-waits-since-the-failed-pod-finished",
+    ),
+    pytest.param(
         job(backoff=None, failed=6),
         [],
         Diagnosis("pending", False, False, pending_since=parse_time(CREATED)),

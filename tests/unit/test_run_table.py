@@ -142,6 +142,19 @@ def test_running_pod_is_not_subject_to_pod_watch_timeout() -> None:
     assert table.check_deadlines(now()) == []
 
 
+def test_a_succeeded_pod_the_job_controller_has_not_counted_is_not_a_pod_timeout() -> None:
+    """Between a pod's Succeeded and the Job's Complete (the Job controller batches pod
+    updates) the Job has no live pod: that window read as "no pod was created" and got the
+    healthy Job killed at pod_watch_timeout (e2e routing-labels test)."""
+    table = RunTable()
+    created = now() - timedelta(seconds=20)
+    table.observe_job("ADDED", job_json(RUN, JOB, created=created, pod_watch_timeout=4))
+    table.observe_pod("MODIFIED", pod_json(RUN, JOB, phase="Running", created=created))
+    done = pod_json(RUN, JOB, phase="Succeeded", exit_code=0, reason="Completed", created=created)
+    assert table.observe_pod("MODIFIED", done) == []
+    assert table.check_deadlines(now()) == []
+
+
 def test_job_watch_timeout_crashes_a_running_job() -> None:
     table = RunTable()
     created = now() - timedelta(seconds=400)

@@ -252,6 +252,30 @@ def _diagnose_failure(
     return Diagnosis("failed", True, True, reason, None, text, None, None, pod_name)
 
 
+def _diagnose_between_pods(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime
+) -> Diagnosis:
+    """An active Job without a live pod (``pods`` oldest first).
+
+    A Succeeded pod the Job controller has not counted yet (it batches pod updates, for a
+    second or more under load) means the pod did start: the run is still running, never
+    "no pod yet" (that window once got a healthy Job killed at pod_watch_timeout). After a
+    Failed pod, the retry is waited for since that pod finished; with no pod at all, since
+    the Job began.
+    """
+    succeeded = [p for p in pods if _get(p, "status", "phase") == "Succeeded"]
+    if succeeded:
+        return Diagnosis("running", False, False, pod_name=_get(succeeded[-1], "metadata", "name"))
+    since = parse_time(_get(job, "metadata", "creationTimestamp"))
+    for pod in pods:
+        term = _terminated(pod)
+        finished = parse_time(term[1].get("finishedAt")) if term is not None else None
+        finished = finished or parse_time(_get(pod, "metadata", "creationTimestamp"))
+        if finished is not None and (since is None or finished > since):
+            since = finished
+    return Diagnosis("pending", False, False, pending_since=since or now)
+
+
 def _diagnose_active(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], now: datetime
 ) -> Diagnosis:
@@ -270,9 +294,7 @@ def _diagnose_active(
             pod_name=_get(pod, "metadata", "name"),
         )
     if not live:
-        # No pod yet (just created, or a retry not created yet): waiting since the Job began.
-        since = parse_time(_get(job, "metadata", "creationTimestamp"))
-        return Diagnosis("pending", False, False, pending_since=since or now)
+        return _diagnose_between_pods(job, pods, now)
     pod = live[-1]
     pod_name = _get(pod, "metadata", "name")
     since = parse_time(_get(pod, "metadata", "creationTimestamp")) or now
