@@ -74,9 +74,15 @@ async def test_operator_under_the_chart_service_account(
             {"annotations": {"pjo.test/outcome": "fail", "pjo.test/exit-code": "3"}}
         )
         hanging = await world.deployment({"cpu_request": "100000"})  # stays Pending
+        # No pod can be created: the crash message comes from the Job's FailedCreate Events,
+        # read with the chart's `list events` before the Job is deleted.
+        no_pod = await world.deployment(
+            {"service_account_name": "no-such-sa", "pod_watch_timeout_seconds": 5}
+        )
         run_ok = await world.run(ok)
         run_fail = await world.run(failing)
         run_cancel = await world.run(hanging)
+        run_no_pod = await world.run(no_pod)
         assert (await world.wait_pid(run_ok)).startswith(f"{k8s_namespace}:")
         crashed = await world.wait_state(run_fail, "CRASHED", timeout=30)
         assert "3" in crashed["state"]["message"]
@@ -84,6 +90,10 @@ async def test_operator_under_the_chart_service_account(
         await ps.set_state(world.http, run_cancel, "CANCELLING")
         await world.wait_state(run_cancel, "CANCELLED", timeout=30)
         await world.wait_state(run_fail, "CRASHED")
+        no_pod_message = (await world.wait_state(run_no_pod, "CRASHED", timeout=60))["state"][
+            "message"
+        ]
+        assert "FailedCreate" in no_pod_message and "no-such-sa" in no_pod_message, no_pod_message
 
         log = world.operator.log_tail(2000).lower()
         assert "forbidden" not in log and " 403" not in log, world.operator.log_tail(80)

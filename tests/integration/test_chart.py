@@ -32,7 +32,7 @@ KUBE = ["--kube-version", "1.36.3"]
 # -- the rules the operator needs, written out once more on purpose ---------------------
 
 FRAMEWORK_EVENTS = [
-    ([""], ["events"], ["get", "create", "patch"]),
+    ([""], ["events"], ["get", "list", "create", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),
 ]
 APPLICATION = [
