@@ -3,6 +3,7 @@ shared by the module; the session's Prefect server; a TCP proxy per operator rep
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -161,6 +162,9 @@ async def world(
                 print(f"--- {op.log_path} ---\n" + "\n".join(lines[-150:]))
         await w.close()
         fault_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        # The next test starts on a recovered control plane (a restarted apiserver or etcd
+        # left the controller-manager in client-go's watch backoff for over 30 s).
+        await asyncio.to_thread(fault_cluster.wait_controllers_serve)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -482,6 +482,25 @@ class LocalCluster:
             etcd = f"http://127.0.0.1:{self.ports['etcd-client']}/health"
             wait_for("etcd /health", lambda: '"true"' in httpx.get(etcd).text, timeout)
 
+    def wait_controllers_serve(self, timeout: float = 120.0) -> None:
+        """After an outage the controller-manager's watches come back with client-go's
+        backoff (up to 30 s, longer while RBAC is still warming up): wait until its
+        ServiceAccount controller serves a new namespace again, so the next test starts on a
+        recovered control plane rather than inside that backoff."""
+        probe = f"recovered-{uuid.uuid4().hex[:6]}"
+        self.kubectl("create", "namespace", probe)
+        try:
+            wait_for(
+                f"ServiceAccount {probe}/default after the restart",
+                lambda: (
+                    self.kubectl("get", "sa", "default", "-n", probe, check=False).returncode == 0
+                ),
+                timeout,
+                0.5,
+            )
+        finally:
+            self.kubectl("delete", "namespace", probe, "--wait=false", check=False)
+
     def _component(self, name: str) -> _Component:
         for comp in self._components:
             if comp.name == name:
