@@ -14,9 +14,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from prefect_job_operator import clock
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.conditions import REASON_TEMPLATE_ENV_UNDECLARED
 from prefect_job_operator.dispatch.runtime import PoolRuntime
@@ -140,7 +141,7 @@ async def claim_pool(rt: PoolRuntime) -> None:
     record = await rt.client.read_variable_by_name(name)
     if isinstance(record, Mapping) and not is_same_owner(record, me):
         workers = await rt.client.read_workers(rt.pool_name)
-        other = foreign_owner(record, me, online_workers(workers, datetime.now(UTC)))
+        other = foreign_owner(record, me, online_workers(workers, clock.now()))
         if other is not None:
             raise SyncProblem(
                 c.REASON_POOL_CLAIMED,
