@@ -213,10 +213,11 @@ async def test_forbidden_job_namespace_does_not_block_the_pool(
     cluster = workpool_crd
     ok_ns, forbidden_ns = k8s_namespace, other_namespace
     release = f"pjo-fb-{uuid.uuid4().hex[:4]}"
-    # No webhook: this cluster's Services have no route, and the API server must not dial
-    # out of the machine (loopback only). The webhook itself: tests/e2e/test_security.py.
+    # The harness applied the CRD (the release must not own it). No webhook: this cluster's
+    # Services have no route, and the API server must not dial out of the machine (loopback
+    # only). The webhook itself: tests/e2e/test_security.py and the real-node tests.
     cluster.helm(
-        "install", release, str(CHART), "-n", operator_namespace, "--skip-crds",
+        "install", release, str(CHART), "-n", operator_namespace, "--set", "crds.enabled=false",
         "--set", "rbac.mode=namespaced", "--set", f"watchNamespaces={{{ok_ns}}}",
         "--set", "webhook.enabled=false",
     )  # fmt: skip
