@@ -22,18 +22,23 @@ Pure: no I/O; the callers pass what they observed.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Final
 
 from prefect_job_operator.security.job_credentials import (
+    ALL as ALL,  # re-exported: the "any namespace" entry of spec.jobNamespaces
+)
+from prefect_job_operator.security.job_credentials import (
+    NAMESPACE_PATTERN,
+    OperatorKeyUse,
+    operator_key_refusal,
+)
+from prefect_job_operator.security.job_credentials import (
     REASON_NOT_ALLOWED as REASON_OPERATOR_KEY,
 )
-from prefect_job_operator.security.job_credentials import OperatorKeyUse, operator_key_refusal
 
-ALL: Final = "*"
 POLICY_SETTING: Final = "PJO_JOB_NAMESPACE_POLICY"
 POLICY_CHART_VALUE: Final = "security.jobNamespacePolicy"
 WATCH_SETTING: Final = "PJO_NAMESPACES"
@@ -46,7 +51,6 @@ REASON_NOT_WATCHED: Final = "NamespaceNotWatched"
 REASON_FORBIDDEN: Final = "NamespaceForbidden"
 REASON_ALLOWED: Final = "Allowed"
 
-_PATTERN = re.compile(r"^[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?$")
 POLICY_FORM: Final = (
     "expected 'WORKPOOL_NS=TARGET,TARGET;WORKPOOL_NS=TARGET' (e.g. 'data=data,etl-*;ops=*') "
     'or JSON (e.g. {"data": ["data", "etl-*"], "ops": ["*"]}); names are namespaces, '
@@ -122,7 +126,7 @@ def parse_policy(text: str | Mapping[str, Sequence[str]] | None) -> NamespacePol
         if not isinstance(targets, list | tuple) or not all(isinstance(t, str) for t in targets):
             raise ValueError(f"{key!r}: the targets must be a list of namespaces; {POLICY_FORM}")
         for name in (key, *targets):
-            if not _PATTERN.match(name):
+            if not NAMESPACE_PATTERN.match(name):
                 raise ValueError(f"{name!r} is not a namespace name or pattern; {POLICY_FORM}")
         rules.append((key, tuple(dict.fromkeys(targets))))
     return NamespacePolicy(tuple(rules))

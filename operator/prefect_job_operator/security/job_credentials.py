@@ -29,7 +29,8 @@ CHART_VALUE: Final = "security.operatorKeyNamespaces"
 REASON_NOT_ALLOWED: Final = "OperatorKeyNotAllowed"
 ALL: Final = "*"
 
-_PATTERN = re.compile(r"^[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?$")
+# A namespace name (RFC 1123 label) in which '*' may stand for any characters.
+NAMESPACE_PATTERN: Final = re.compile(r"^[a-z0-9*]([-a-z0-9*]{0,61}[a-z0-9*])?$")
 FORM: Final = (
     "expected comma-separated namespace names or patterns ('*' matches any characters), "
     "e.g. 'prefect-job-operator,team-*'"
@@ -47,7 +48,7 @@ def parse_namespaces(text: str) -> tuple[str, ...]:
         name = raw.strip()
         if not name:
             continue
-        if not _PATTERN.match(name):
+        if not NAMESPACE_PATTERN.match(name):
             raise ValueError(f"{name!r} is not a namespace name or pattern; {FORM}")
         out.append(name)
     return tuple(dict.fromkeys(out))
