@@ -29,8 +29,6 @@ from tests.infra.prefect_server import start_prefect_server  # noqa: E402
 
 CHART = REPO / "charts" / "prefect-job-operator"
 OPERATOR_NS = "prefect-job-operator"
-# Baked into the flow-run image by tools/images (flows/hello_flow.py).
-FLOWS_DIR = "/opt/prefect/flows"
 
 
 def build_images() -> list[Path]:
@@ -80,23 +78,13 @@ async def demo(work: Path, keep: bool) -> int:
             say("Creating a deployment of a real flow and one flow run")
             async with ps.setup_client(server.api_url) as http:
                 flow = await ps.create_flow(http, "hello")
-                dep = await ps.call(
+                dep = await ps.create_deployment(
                     http,
-                    "POST",
-                    "/deployments/",
-                    {
-                        "name": "hello-k8s",
-                        "flow_id": flow["id"],
-                        "work_pool_name": "demo-pool",
-                        "entrypoint": "hello_flow.py:hello",
-                        "pull_steps": [
-                            {
-                                "prefect.deployments.steps.set_working_directory": {
-                                    "directory": FLOWS_DIR
-                                }
-                            }
-                        ],
-                    },
+                    flow_id=flow["id"],
+                    name="hello-k8s",
+                    work_pool_name="demo-pool",
+                    entrypoint="hello_flow.py:hello",
+                    pull_steps=ps.BAKED_FLOWS_PULL_STEPS,
                 )
                 run = await ps.create_flow_run(http, dep["id"])
                 print(f"flow run {run['name']} ({run['id']}) scheduled")

@@ -27,7 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect, pytest.
 
 IMAGES_SCRIPT = docs.ROOT / "tools" / "images" / "build.sh"
 POOL_NS = "datatrap"  # not `default`: the namespace that used to crash every run
-FLOWS_DIR = "/opt/prefect/flows"  # baked into the flow-run image (tools/images/flow-run)
 EXTRA = {
     "cluster": "",
     "namespaced": f" --set rbac.mode=namespaced --set 'watchNamespaces={{{POOL_NS}}}'",
@@ -103,23 +102,13 @@ async def test_the_readme_path_completes_a_run_in_a_namespace_of_its_own(
 
         async with ps.setup_client(server.api_url) as http:
             flow = await ps.create_flow(http, "hello")
-            dep = await ps.call(
+            dep = await ps.create_deployment(  # no job variables: the default template must do
                 http,
-                "POST",
-                "/deployments/",
-                {
-                    "name": "hello-k8s",
-                    "flow_id": flow["id"],
-                    "work_pool_name": "demo-pool",
-                    "entrypoint": "hello_flow.py:hello",
-                    "pull_steps": [
-                        {
-                            "prefect.deployments.steps.set_working_directory": {
-                                "directory": FLOWS_DIR
-                            }
-                        }
-                    ],
-                },  # no job_variables: the default template alone must do
+                flow_id=flow["id"],
+                name="hello-k8s",
+                work_pool_name="demo-pool",
+                entrypoint="hello_flow.py:hello",
+                pull_steps=ps.BAKED_FLOWS_PULL_STEPS,
             )
             assert not dep.get("job_variables")
             run = await ps.create_flow_run(http, dep["id"])

@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect, pytest.
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "prefect-job-operator"
 IMAGES_SCRIPT = ROOT / "tools" / "images" / "build.sh"
-FLOWS_DIR = "/opt/prefect/flows"  # baked into the flow-run image
 OPERATOR_NS = "pjo-system"
 RUNS_NS = "runs"
 RELEASE = "pjo"
@@ -187,9 +186,7 @@ async def start_run(
             "entrypoint": entrypoint,
             "parameters": parameters or {},
             "job_variables": {"namespace": RUNS_NS, **(job_variables or {})},
-            "pull_steps": [
-                {"prefect.deployments.steps.set_working_directory": {"directory": FLOWS_DIR}}
-            ],
+            "pull_steps": ps.BAKED_FLOWS_PULL_STEPS,
         },
     )
     return str((await ps.create_flow_run(http, dep["id"]))["id"])

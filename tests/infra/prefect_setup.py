@@ -99,12 +99,19 @@ async def create_flow(http: httpx.AsyncClient, name: str) -> dict[str, Any]:
     return result
 
 
+# The flows tools/images/flow-run bakes into the flow-run image, and the pull step that runs them.
+BAKED_FLOWS_DIR = "/opt/prefect/flows"
+BAKED_FLOWS_PULL_STEPS: list[dict[str, Any]] = [
+    {"prefect.deployments.steps.set_working_directory": {"directory": BAKED_FLOWS_DIR}}
+]
+
+
 async def create_deployment(
     http: httpx.AsyncClient,
     *,
     flow_id: str,
     name: str,
-    work_pool_name: str,
+    work_pool_name: str | None,
     work_queue_name: str | None = None,
     job_variables: dict[str, Any] | None = None,
     concurrency_limit: int | None = None,
@@ -113,18 +120,22 @@ async def create_deployment(
     tags: list[str] | None = None,
     entrypoint: str = "flows/etl.py:etl",
     path: str | None = None,
+    pull_steps: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": name,
         "flow_id": flow_id,
-        "work_pool_name": work_pool_name,
         "entrypoint": entrypoint,
         "job_variables": job_variables or {},
         "parameters": parameters or {},
         "tags": tags or [],
     }
+    if work_pool_name is not None:
+        body["work_pool_name"] = work_pool_name
     if path is not None:
         body["path"] = path
+    if pull_steps is not None:
+        body["pull_steps"] = pull_steps
     if work_queue_name is not None:
         body["work_queue_name"] = work_queue_name
     if concurrency_limit is not None:

@@ -204,22 +204,13 @@ async def test_the_flow_run_image_runs_the_demo_flow_to_completion(
     image = images["flow-run"]
     async with ps.setup_client(server.api_url) as http:
         flow = await ps.create_flow(http, "hello")
-        dep = await ps.call(
+        dep = await ps.create_deployment(
             http,
-            "POST",
-            "/deployments/",
-            {
-                "name": ps.unique("hello-image"),
-                "flow_id": flow["id"],
-                "entrypoint": "hello_flow.py:hello",
-                "pull_steps": [
-                    {
-                        "prefect.deployments.steps.set_working_directory": {
-                            "directory": "/opt/prefect/flows"
-                        }
-                    }
-                ],
-            },
+            flow_id=flow["id"],
+            name=ps.unique("hello-image"),
+            work_pool_name=None,
+            entrypoint="hello_flow.py:hello",
+            pull_steps=ps.BAKED_FLOWS_PULL_STEPS,
         )
         run = await ps.create_flow_run(http, dep["id"])
         started = time.monotonic()
