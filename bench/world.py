@@ -94,9 +94,7 @@ def world(
         ensure_postgres()
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
-        cluster = AuditedCluster(
-            workdir / "k8s", kwok_nodes=kwok_nodes, process_node=False, pod_duration=pod_duration
-        )
+        cluster = AuditedCluster(workdir / "k8s", kwok_nodes=kwok_nodes, pod_duration=pod_duration)
         stack.callback(cluster.stop)
         cluster.start()
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))

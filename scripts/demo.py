@@ -54,9 +54,7 @@ async def demo(work: Path, keep: bool) -> int:
         "Starting the local Kubernetes control plane (etcd, apiserver, controller-manager, "
         "scheduler) and a real node (kubelet + containerd), images imported"
     )
-    cluster = LocalCluster(
-        work / "k8s", kwok_nodes=0, process_node=False, real_node=True, node_images=images
-    ).start()
+    cluster = LocalCluster(work / "k8s", kwok_nodes=0, real_node=True, node_images=images).start()
     try:
         say("Starting a Prefect server (SQLite)")
         with start_prefect_server(home=work / "prefect") as server:

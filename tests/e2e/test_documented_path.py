@@ -47,9 +47,7 @@ def images() -> tuple[Path, ...]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, images: tuple[Path, ...]) -> Iterator[LocalCluster]:
-    c = LocalCluster(
-        tmp_path / "k8s", kwok_nodes=0, process_node=False, real_node=True, node_images=images
-    ).start()
+    c = LocalCluster(tmp_path / "k8s", kwok_nodes=0, real_node=True, node_images=images).start()
     try:
         yield c
     finally:
@@ -133,9 +131,14 @@ async def test_the_readme_path_completes_a_run_in_a_namespace_of_its_own(
         )["items"]  # fmt: skip
         assert len(pods) == 1, pods
         (pod,) = pods
+        jobs = cluster.kubectl(
+            "get", "jobs", "-n", POOL_NS, "-l", f"prefect.io/flow-run-id={run['id']}", "-o", "name"
+        ).stdout.split()  # fmt: skip
+        job_name = pod["metadata"]["labels"]["job-name"]
+        assert jobs == [f"job.batch/{job_name}"], jobs  # one submission, one Job
         assert pod["spec"]["nodeName"] == REAL_NODE_NAME
         # prefect-kubernetes 0.8's format: "<namespace>:<job name>"
-        assert fr["infrastructure_pid"] == f"{POOL_NS}:{pod['metadata']['labels']['job-name']}"
+        assert fr["infrastructure_pid"] == f"{POOL_NS}:{job_name}"
         (status,) = pod["status"]["containerStatuses"]
         assert status["image"].endswith("prefecthq/prefect:3.9.1-python3.11"), status
         deadline = time.monotonic() + 60

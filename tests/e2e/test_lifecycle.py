@@ -3,70 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import random
-import textwrap
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from prefect_job_operator.rendering import default_base_job_template
 from tests.conftest import Measure
 from tests.e2e.harness import E2E, eventually, fast_worker, wait_ready
 from tests.infra import prefect_setup as ps
-from tests.infra.cluster import PROCESS_NODE_PLACEMENT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect]
-
-FLOW_SOURCE = textwrap.dedent(
-    """
-    from prefect import flow
-
-    @flow(log_prints=True)
-    def hello(name: str = "process node") -> int:
-        print(f"hello from the {name}")
-        return 42
-    """
-)
-
-
-def process_node_template() -> dict[str, Any]:
-    template = default_base_job_template()
-    pod_spec = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
-    pod_spec.update(copy.deepcopy(PROCESS_NODE_PLACEMENT))
-    return template
-
-
-async def test_flow_really_runs_on_the_process_node_and_completes(e2e: E2E, tmp_path: Path) -> None:
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    (flows / "hello_flow.py").write_text(FLOW_SOURCE)
-    e2e.apply_workpool({"worker": fast_worker(), "baseJobTemplate": process_node_template()})
-    e2e.operator.start()
-    await wait_ready(e2e)
-    flow = await ps.create_flow(e2e.http, "hello")
-    dep = await ps.call(
-        e2e.http,
-        "POST",
-        "/deployments/",
-        {
-            "name": ps.unique("hello"),
-            "flow_id": flow["id"],
-            "work_pool_name": e2e.pool,
-            "entrypoint": "hello_flow.py:hello",
-            "job_variables": {"namespace": e2e.ns},
-            "pull_steps": [
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(flows)}}
-            ],
-        },
-    )
-    run_id = await e2e.run(dep["id"])
-    run = await e2e.wait_state(run_id, "COMPLETED", timeout=120)
-    assert run["infrastructure_pid"].startswith(f"{e2e.ns}:")
-    jobs = e2e.jobs_by_run()[run_id]
-    assert len(jobs) == 1
 
 
 async def test_cancelling_pending_and_running_runs_deletes_their_jobs(e2e: E2E) -> None:

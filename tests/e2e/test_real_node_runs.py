@@ -129,7 +129,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cluster = LocalCluster(
             work / "k8s",
             kwok_nodes=0,
-            process_node=False,
             real_node=True,
             node_images=(operator_image, flow_run_image),
         ).start()

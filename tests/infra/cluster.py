@@ -2,10 +2,9 @@
 
 ``LocalCluster`` runs etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler (the pinned v1.36.3 builds from ``tools/testbin/build.sh``),
-kwok as the fake kubelet of the nodes ``kwok-node-0..N`` and, optionally, the
-*process node* (``tests/infra/process_node.py``), a tiny kubelet that runs
-pods as local processes. Loopback only, no Docker, every process in its own
-process group with a pid file, always torn down.
+kwok as the fake kubelet of the nodes ``kwok-node-0..N`` and, optionally, a
+real node (kubelet + containerd). Loopback only, no Docker, every process in
+its own process group with a pid file, always torn down.
 
     with LocalCluster(workdir) as c:      # or LocalCluster(...).start() / .stop()
         c.kubectl("get", "nodes")
@@ -24,18 +23,13 @@ Pods on kwok nodes: the fate of a pod is decided by annotations on the pod
 - Pending forever: no annotation needed, use a ``nodeSelector`` that matches
   no node; the real scheduler reports PodScheduled=False/Unschedulable.
 
-Pods on the process node really run ``command + args`` (the image is
-ignored); see process_node.py. It is tainted, so a pod opts in with
-``PROCESS_NODE_PLACEMENT`` (nodeSelector + toleration) or ``nodeName:
-process-node``; every other pod lands on a kwok node.
-
 ``real_node=True`` adds ``real-node``: the real kubelet + containerd
 (tests/infra/real_node.py; images from tools/nodebin and ``node_images``
 archives, never pulled). Pods reach loopback servers at ``pod_url(url)`` and
 the apiserver through the ``kubernetes`` Service (198.19.0.1:443).
 
 Pytest: ``--cluster=local`` (default) or ``--cluster=kind`` (pytest-kind with
-kind-config.yaml; needs Docker; no kwok annotations, no process node).
+kind-config.yaml; needs Docker; no kwok annotations).
 Fixtures: ``k8s_cluster`` (session), ``k8s_namespace`` (fresh per test).
 Binaries: ``$PJO_TESTBIN_DIR`` or the cache dir printed by build.sh.
 
@@ -77,13 +71,6 @@ NODE_BUILD_SCRIPT = REPO_ROOT / "tools" / "nodebin" / "build.sh"
 REAL_NODE_NAME = "real-node"
 STAGES_FILE = Path(__file__).with_name("kwok_stages.yaml")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-PROCESS_NODE_NAME = "process-node"
-PROCESS_NODE_LABEL = "pjo.test/process-node"
-# Merge into a pod spec to run it on the process node.
-PROCESS_NODE_PLACEMENT: dict[str, Any] = {
-    "nodeSelector": {PROCESS_NODE_LABEL: "true"},
-    "tolerations": [{"key": PROCESS_NODE_LABEL, "operator": "Exists", "effect": "NoSchedule"}],
-}
 _T = TypeVar("_T")
 
 
@@ -239,10 +226,7 @@ class LocalCluster:
         *,
         bin_dir: Path | None = None,
         kwok_nodes: int = 2,
-        process_node: bool = True,
         pod_duration: float = 1.0,
-        process_node_path: Sequence[str] = (),
-        process_node_cwd: Path | None = None,
         start_timeout: float = 120.0,
         extra_args: Mapping[str, Sequence[str]] | None = None,
         real_node: bool = False,
@@ -252,10 +236,7 @@ class LocalCluster:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="pjo-k8s-")).resolve()
         self._bin_dir = bin_dir
         self.kwok_nodes = kwok_nodes
-        self.process_node = process_node
         self.pod_duration = pod_duration
-        self.process_node_path = list(process_node_path)
-        self.process_node_cwd = process_node_cwd
         self.start_timeout = start_timeout
         self.real_node = real_node
         self.node_images = tuple(node_images)  # extra image archives for the real node
@@ -280,11 +261,6 @@ class LocalCluster:
         return self.workdir / "logs"
 
     @property
-    def pod_logs_dir(self) -> Path:
-        """Where the process node writes ``<ns>_<pod>_<container>.log``."""
-        return self.workdir / "pod-logs"
-
-    @property
     def kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
 
@@ -299,7 +275,6 @@ class LocalCluster:
     @property
     def node_names(self) -> list[str]:
         names = [f"kwok-node-{i}" for i in range(self.kwok_nodes)]
-        names += [PROCESS_NODE_NAME] if self.process_node else []
         return [*names, REAL_NODE_NAME] if self.real_node else names
 
     @property
@@ -396,7 +371,7 @@ class LocalCluster:
         return resp.json()
 
     def memory(self) -> dict[str, int]:
-        """RSS in bytes of each running component (the process node's pods excluded)."""
+        """RSS in bytes of each running component ."""
         return {c.name: rss_bytes(c.proc.pid) for c in self._components if c.proc}
 
     def log_tails(self, lines: int = 25) -> dict[str, str]:
@@ -451,7 +426,7 @@ class LocalCluster:
             kill_group(c.proc.pid, proc=c.proc)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 c.proc.wait(timeout=5)
-        kill_stale(self.workdir)  # pid files: also pods the process node left behind
+        kill_stale(self.workdir)
         self._components = []
         if remove if remove is not None else self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -519,12 +494,12 @@ class LocalCluster:
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         kill_stale(self.workdir)
-        for d in ("logs", "pids", "pod-logs"):
+        for d in ("logs", "pids"):
             (self.workdir / d).mkdir(exist_ok=True)
         bin_dir = self.bin_dir
         t = time.monotonic()
         pki = pkimod.write_pki(self.workdir / "pki")
-        for name in ("etcd-client", "etcd-peer", "apiserver", "kcm", "scheduler", "node"):
+        for name in ("etcd-client", "etcd-peer", "apiserver", "kcm", "scheduler"):
             self.ports[name] = free_port()
         server = self.apiserver_url
         for name in pkimod.CLIENTS:
@@ -555,13 +530,6 @@ class LocalCluster:
             [str(bin_dir / "kwok"), *self._kwok_args()],
             env={"KWOK_WORKDIR": str(self.workdir / "kwok")},
         )
-        if self.process_node:
-            self._spawn(
-                PROCESS_NODE_NAME,
-                [sys.executable, "-m", "tests.infra.process_node", *self._process_node_args()],
-                cwd=REPO_ROOT,
-                env={"PYTHONPATH": str(REPO_ROOT)},
-            )
         self._create_kwok_nodes()
         if self.real_node:
             self._start_real_node()
@@ -762,23 +730,6 @@ class LocalCluster:
             f"--config={self.workdir / 'kwok.yaml'}",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             "--cidr=10.244.0.0/16",
-        ]
-
-    def _process_node_args(self) -> list[str]:
-        p = self.pki
-        venv_bin = str(Path(sys.executable).parent)
-        path = [*self.process_node_path, venv_bin, "/usr/local/bin", "/usr/bin", "/bin"]
-        return [
-            f"--kubeconfig={self.workdir / 'process-node.kubeconfig'}",
-            f"--node={PROCESS_NODE_NAME}",
-            f"--workdir={self.workdir / 'process-node'}",
-            f"--logs-dir={self.pod_logs_dir}",
-            f"--pids-dir={self.workdir / 'pids'}",
-            f"--pod-cwd={self.process_node_cwd or REPO_ROOT}",
-            f"--pod-path={os.pathsep.join(path)}",
-            f"--port={self.ports['node']}",
-            f"--tls-cert={p.serving_crt(PROCESS_NODE_NAME)}",
-            f"--tls-key={p.serving_key(PROCESS_NODE_NAME)}",
         ]
 
 

@@ -3,8 +3,8 @@
 Test infrastructure only, for machines with Docker (CI runners, laptops). It
 offers the same surface as LocalCluster (``kubeconfig``, ``env``,
 ``kubectl``, ``helm``) but real kubelets: the ``pjo.test/*`` kwok
-annotations have no effect there and there is no process node, so tests
-that need either must check ``isinstance(cluster, LocalCluster)``.
+annotations have no effect there, so tests that need them must check
+``isinstance(cluster, LocalCluster)``.
 Not runnable on the development machine (no Docker). ``PJO_KIND_LOAD_IMAGES`` (Docker
 image names, space-separated) are loaded into the cluster after it starts.
 """

@@ -37,7 +37,6 @@ CLIENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kcm": ("system:kube-controller-manager", ()),
     "scheduler": ("system:kube-scheduler", ()),
     "kwok": ("test-kwok", ("system:masters",)),
-    "process-node": ("system:node:process-node", ("system:nodes", "system:masters")),
     # The real kubelet: a node identity only (the apiserver runs the Node authorizer).
     "real-node": ("system:node:real-node", ("system:nodes",)),
     # The apiserver's client cert towards kubelets (`kubectl logs` through the real node).
@@ -207,9 +206,7 @@ def write_pki(directory: Path) -> Pki:
     _write(pki.apiserver_crt, _cert_pem(api_cert))
     _write(pki.apiserver_key, _key_pem(api_key), private=True)
 
-    # The process node serves `kubectl logs` over HTTPS like a kubelet; the real
-    # node's cert is issued when its address is known (write_serving_cert).
-    write_serving_cert(pki, "process-node", ["127.0.0.1"])
+    # The real node's serving cert is issued when its address is known (write_serving_cert).
 
     for name, (cn, groups) in CLIENTS.items():
         key = _ec_key()

@@ -37,7 +37,7 @@ OLD_MARK = "PREVIOUS CHART's CRD"
 
 @pytest.fixture
 def fresh_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path / "k8s", kwok_nodes=1, process_node=False).start()
+    cluster = LocalCluster(tmp_path / "k8s", kwok_nodes=1).start()
     try:
         yield cluster
     finally:

@@ -95,7 +95,6 @@ def fresh_cluster(tmp_path: Path, operator_image: Path) -> Iterator[LocalCluster
     cluster = LocalCluster(
         tmp_path / "k8s",
         kwok_nodes=0,
-        process_node=False,
         real_node=True,
         node_images=(operator_image,),
     ).start()

@@ -33,7 +33,7 @@ def _peak_rss_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     cluster = LocalCluster(
-        tmp_path_factory.mktemp("realnode"), kwok_nodes=0, process_node=False, real_node=True
+        tmp_path_factory.mktemp("realnode"), kwok_nodes=0, real_node=True
     ).start()
     try:
         yield cluster

@@ -42,7 +42,6 @@ def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
     cluster = LocalCluster(
         tmp_path_factory.mktemp("realchart"),
         kwok_nodes=0,
-        process_node=False,
         real_node=True,
         node_images=(archive,),
     ).start()
