@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "operator")]
 
+from tests.infra import images  # noqa: E402
 from tests.infra import prefect_setup as ps  # noqa: E402
 from tests.infra.cluster import LocalCluster  # noqa: E402
 from tests.infra.prefect_server import start_prefect_server  # noqa: E402
@@ -33,13 +33,7 @@ OPERATOR_NS = "prefect-job-operator"
 
 def build_images() -> list[Path]:
     """The operator and flow-run image archives (`make image`; cached)."""
-    out = subprocess.run(
-        ["bash", str(REPO / "tools" / "images" / "build.sh"), "operator", "flow-run"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return [Path(line) for line in out.strip().splitlines()[-2:]]
+    return list(images.build("operator", "flow-run"))
 
 
 def say(message: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.infra import docs
+from tests.infra import images as image_archives
 from tests.infra import prefect_setup as ps
 from tests.infra.cluster import REAL_NODE_NAME, LocalCluster
 from tests.infra.prefect_server import start_prefect_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect, pytest.mark.slow]
 
-IMAGES_SCRIPT = docs.ROOT / "tools" / "images" / "build.sh"
 POOL_NS = "datatrap"  # not `default`: the namespace that used to crash every run
 EXTRA = {
     "cluster": "",
@@ -36,13 +35,7 @@ EXTRA = {
 @pytest.fixture(scope="module")
 def images() -> tuple[Path, ...]:
     """The operator and flow-run image archives (`make image`; cached by their inputs)."""
-    out = subprocess.run(
-        ["bash", str(IMAGES_SCRIPT), "operator", "flow-run"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    return tuple(Path(line) for line in out.strip().splitlines()[-2:])
+    return image_archives.build("operator", "flow-run")
 
 
 @pytest.fixture
@@ -63,14 +56,7 @@ def readme_install_commands() -> list[str]:
 
 
 def shell(command: str, env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        ["bash", "-o", "pipefail", "-u", "-c", command],
-        cwd=docs.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    proc = docs.run_command(command, env, timeout=400)
     assert proc.returncode == 0, f"`{command}`: {proc.stdout}\n{proc.stderr}"
     return proc.stdout
 

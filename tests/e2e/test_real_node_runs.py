@@ -29,6 +29,7 @@ import yaml
 
 from tests.conftest import _MEASUREMENTS, Measure
 from tests.e2e.harness import FINAL, eventually, fast_worker
+from tests.infra import images
 from tests.infra import prefect_setup as ps
 from tests.infra.cluster import REAL_NODE_NAME, LocalCluster, wait_for
 from tests.infra.prefect_server import start_prefect_server
@@ -37,7 +38,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.prefect, pytest.
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "prefect-job-operator"
-IMAGES_SCRIPT = ROOT / "tools" / "images" / "build.sh"
 OPERATOR_NS = "pjo-system"
 RUNS_NS = "runs"
 RELEASE = "pjo"
@@ -93,13 +93,7 @@ class World:
 
 
 def _build_images() -> tuple[Path, Path]:
-    out = subprocess.run(
-        ["bash", str(IMAGES_SCRIPT), "operator", "flow-run"],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    ).stdout
-    operator, flow_run = (Path(line) for line in out.strip().splitlines()[-2:])
+    operator, flow_run = images.build("operator", "flow-run")
     return operator, flow_run
 
 

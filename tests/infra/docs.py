@@ -225,3 +225,17 @@ def problems(block: Block) -> list[str]:
         if re.search(r"(^|\s)(-w|--watch|--follow)(\s|$)|[^&]&\s*(#.*)?$", command):
             out.append(f"{block.where}: `{command}` never returns (a watch or a background job)")
     return out
+
+
+def run_command(
+    command: str, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run one documented command as a user's shell would: bash, strict, from the repo root."""
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-u", "-c", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

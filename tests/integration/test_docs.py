@@ -24,14 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import docs
+from tests.infra import docs, images
 from tests.infra.cluster import LocalCluster
 from tests.infra.prefect_server import PrefectServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 TEST_API_KEY = "pnu_docs-test-key-not-a-real-one"
-IMAGES_SCRIPT = docs.ROOT / "tools" / "images" / "build.sh"
 # NOTES.txt is read after the install its own document (the chart README) shows.
 NOTES_INSTALLS = {
     "cluster-wide": (
@@ -83,10 +82,8 @@ def runnable_documents() -> list[str]:
 @pytest.fixture(scope="module")
 def operator_image() -> Path:
     """The operator image archive `make image` builds (cached by its inputs)."""
-    out = subprocess.run(
-        ["bash", str(IMAGES_SCRIPT), "operator"], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout
-    return Path(out.strip().splitlines()[-1])
+    (archive,) = images.build("operator")
+    return archive
 
 
 @pytest.fixture
@@ -124,14 +121,7 @@ def shell_env(
 def run(command: str, env: dict[str, str], where: str) -> subprocess.CompletedProcess[str]:
     """One documented command, as written; fail with where it is documented and what it said."""
     started = time.monotonic()
-    proc = subprocess.run(
-        ["bash", "-o", "pipefail", "-u", "-c", command],
-        cwd=docs.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = docs.run_command(command, env, timeout=300)
     elapsed = time.monotonic() - started
     print(f"{where}: {command!r} -> {proc.returncode} in {elapsed:.1f}s")
     assert proc.returncode == 0, (

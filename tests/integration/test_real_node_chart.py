@@ -10,7 +10,6 @@ non-root on a read-only root filesystem as the chart's securityContext asks.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import pytest
 import yaml
 
 from tests.conftest import Measure
+from tests.infra import images
 from tests.infra.cluster import REAL_NODE_NAME, LocalCluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "prefect-job-operator"
-IMAGES_SCRIPT = ROOT / "tools" / "images" / "build.sh"
 
 
 def _chart_image() -> str:
@@ -35,10 +34,7 @@ def _chart_image() -> str:
 
 @pytest.fixture(scope="module")
 def chart_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    out = subprocess.run(
-        ["bash", str(IMAGES_SCRIPT), "operator"], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout
-    archive = Path(out.strip().splitlines()[-1])
+    (archive,) = images.build("operator")
     cluster = LocalCluster(
         tmp_path_factory.mktemp("realchart"),
         kwok_nodes=0,
