@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
+from prefect_job_operator import clock
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.labels import label_value
 from prefect_job_operator.api.v1alpha1 import (
@@ -133,7 +133,7 @@ async def _report_invalid(
         PoolReport(invalid_spec=message, invalid_reason=reason),
         previous=body.get("status") or {},
         generation=int(meta.get("generation") or 0),
-        now=datetime.now(UTC),
+        now=clock.now(),
     )
     await ctx.events.post(dict(body), "Warning", reason, message)
     try:

@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import anyio
 
+from prefect_job_operator import clock
 from prefect_job_operator.api.labels import label_value
 from prefect_job_operator.api.v1alpha1 import (
     ANNOTATION_CLAIM,
@@ -56,10 +57,6 @@ SUBMIT_FAILED = "Failed to submit flow run to infrastructure"
 SUBMIT_DEFERRED = "SubmissionDeferred"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SubmissionError(Exception):
     """A run could not be turned into a Job; the message becomes its Crashed message."""
 
@@ -93,18 +90,18 @@ async def poll_once(
     if len(rt.submitting) >= 2 * spec.worker.submit_concurrency:
         # A backlog is still waiting for a submission slot: another poll would only make the
         # server list (and serialise) runs we already hold. Busy is not unhealthy.
-        rt.health.last_poll = _now()
+        rt.health.last_poll = clock.now()
         return 0
     started = time.monotonic()
     runs = await rt.client.get_scheduled_flow_runs(
         rt.pool_name,
         work_queue_names=spec.work_queues,
-        scheduled_before=_now() + timedelta(seconds=spec.worker.prefetch_seconds),
+        scheduled_before=clock.now() + timedelta(seconds=spec.worker.prefetch_seconds),
     )
     rt.metrics.poll_duration.observe(time.monotonic() - started, *rt.metric_labels)
-    rt.health.last_poll = _now()
+    rt.health.last_poll = clock.now()
     rt.metrics.last_poll.set(rt.health.last_poll.timestamp(), *rt.metric_labels)
-    now = _now()
+    now = clock.now()
     fresh = [
         r
         for r in runs
@@ -134,7 +131,7 @@ def _capacity(rt: PoolRuntime) -> int | None:
     """How many more runs may start: spec.limit bounds Jobs in flight, not submissions."""
     if rt.spec.limit is None:
         return None
-    pending, running, _ = rt.table.counts(_now())
+    pending, running, _ = rt.table.counts(clock.now())
     return rt.spec.limit - pending - running - len(rt.submitting)
 
 
@@ -328,7 +325,7 @@ async def launch(
     due = run.next_scheduled_start_time or run.expected_start_time
     if due is not None:
         rt.metrics.dispatch_latency.observe(
-            max((_now() - due).total_seconds(), 0.0), *rt.metric_labels
+            max((clock.now() - due).total_seconds(), 0.0), *rt.metric_labels
         )
     rt.telemetry_log(
         run_id, logging.INFO, f"Flow run '{run.name}' submitted to infrastructure as Job {pid}"

@@ -9,9 +9,10 @@ that ended Cancelled or Crashed are deleted.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from prefect_job_operator import clock
 from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
 from prefect_job_operator.dispatch.runtime import PoolRuntime
 from prefect_job_operator.dispatch.submit import launch, write_followup
@@ -35,10 +36,6 @@ CANCEL_PENDING = (
 )
 CANCEL_DONE = "Flow run cancelled by prefect-job-operator: its Kubernetes Job was deleted."
 SKIP_CRASH = {"SCHEDULED", "PAUSED", "CANCELLING", *FINAL_TYPES}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def apply_actions(rt: PoolRuntime, actions: list[Action]) -> None:
@@ -71,7 +68,7 @@ async def _confirmed_crash_message(rt: PoolRuntime, action: Crash) -> str | None
     Job's BackoffLimitExceeded when its pod says why. None: a pod did start, keep it."""
     rec = action.record
     if not action.unconfirmed and rec.pods:
-        return rt.table.confirm_crash(action, [], _now())  # with the pods it has seen since
+        return rt.table.confirm_crash(action, [], clock.now())  # with the pods it has seen since
     pods = await rt.kube.list_pods(rec.namespace, f"job-name={rec.job_name}")
     reason = None
     if action.unconfirmed and not pods:
@@ -79,7 +76,7 @@ async def _confirmed_crash_message(rt: PoolRuntime, action: Crash) -> str | None
             reason = no_pod_reason(await rt.kube.list_job_events(rec.namespace, rec.job_name))
         except KubeError as exc:
             log.info("Reading the Events of Job %s failed: %s", rec.pid, exc)
-    return rt.table.confirm_crash(action, pods, _now(), reason)
+    return rt.table.confirm_crash(action, pods, clock.now(), reason)
 
 
 async def _crash(rt: PoolRuntime, rec: RunRecord, message: str, *, delete_job: bool) -> None:
@@ -140,7 +137,7 @@ async def _job_gone(rt: PoolRuntime, rec: RunRecord) -> None:
 async def sweep_cancelling(rt: PoolRuntime) -> None:
     """Cancelling runs: delete their Job; a pod that never ran ends Cancelled at once."""
     runs = await _all_runs(rt, "CANCELLING")
-    now = _now()
+    now = clock.now()
     grace = timedelta(seconds=rt.settings.cancel_grace_seconds)
     seen = set()
     for run in runs:
@@ -203,7 +200,7 @@ async def _job_exists(rt: PoolRuntime, pid: str) -> bool:
 async def sweep_pending(rt: PoolRuntime) -> None:
     """Pending runs left behind by a crash: adopt their Job, or resubmit after the grace."""
     runs = await _all_runs(rt, "PENDING")
-    now = _now()
+    now = clock.now()
     grace = timedelta(seconds=rt.spec.recovery.pending_grace_seconds)
     for run in runs:
         run_id = str(run.id)
@@ -301,7 +298,7 @@ async def sweep_running(rt: PoolRuntime) -> None:
 async def sweep_final_with_jobs(rt: PoolRuntime) -> None:
     """Jobs still active although their run ended Cancelled or Crashed (e.g. the server's
     cancellation timeout): delete them."""
-    now = _now()
+    now = clock.now()
     active = [
         rec
         for rec in rt.table.by_run.values()

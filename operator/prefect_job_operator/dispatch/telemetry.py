@@ -11,12 +11,11 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from slugify import slugify
 
-from prefect_job_operator import __version__
+from prefect_job_operator import __version__, clock
 from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import PrefectAPIError
 from prefect_job_operator.prefect_api.models import LogRecord
@@ -25,10 +24,6 @@ from prefect_job_operator.tracking.pod_events import PodEventLog
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Telemetry:
@@ -75,7 +70,7 @@ class Telemetry:
             self.events.append(
                 {
                     "id": event_id,
-                    "occurred": _now().isoformat(),
+                    "occurred": clock.now().isoformat(),
                     "event": name,
                     "resource": self.worker_resource(),
                     "related": [*(related or []), self.pool_related()],
@@ -141,7 +136,7 @@ class Telemetry:
                 name="prefect.flow_runs.worker",
                 level=level,
                 message=message,
-                timestamp=_now(),
+                timestamp=clock.now(),
                 flow_run_id=uuid.UUID(flow_run_id),
             )
         )

@@ -10,11 +10,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 
+from prefect_job_operator import clock
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.job_namespaces import ALL, forbidden_message, namespace_report
 from prefect_job_operator.api.labels import label_value
@@ -51,10 +51,6 @@ from prefect_job_operator.writeback.cr_status import status_patch
 from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class LeadershipLost(Exception):
@@ -96,7 +92,7 @@ def live_pause_and_limit(pool: Mapping[str, Any]) -> tuple[bool | None, int | st
 
 
 def report(rt: PoolRuntime) -> PoolReport:
-    now = _now()
+    now = clock.now()
     pending, running, oldest = rt.table.counts(now)
     pending += len(rt.submitting)
     h = rt.health
@@ -155,7 +151,7 @@ def report(rt: PoolRuntime) -> PoolReport:
 async def write_status(rt: PoolRuntime) -> None:
     rep = report(rt)
     patch = status_patch(
-        rep, previous=rt.body.get("status") or {}, generation=rt.generation, now=_now()
+        rep, previous=rt.body.get("status") or {}, generation=rt.generation, now=clock.now()
     )
     rt.metrics.runs_by_state.set(rep.counts.pending, *rt.metric_labels, "pending")
     rt.metrics.runs_by_state.set(rep.counts.running, *rt.metric_labels, "running")
@@ -223,7 +219,7 @@ async def _sync_and_heartbeat(
             await seed_table(rt, [None if k == ALL else k for k in rt.forbidden])
         await check_namespaces(rt)
         await heartbeat(rt)
-        rt.health.last_heartbeat = _now()
+        rt.health.last_heartbeat = clock.now()
     except KubeError as exc:
         log.warning("Listing the existing Jobs of %s failed (retrying): %s", rt.key, exc)
     except SyncProblem as exc:
@@ -339,7 +335,7 @@ async def _sweep(rt: PoolRuntime, tick: list[int]) -> None:
             await sweep.sweep_running(rt)
         if tick[0] % 6 == 1:
             await sweep.sweep_final_with_jobs(rt)
-            rt.table.forget_finished(_now())
+            rt.table.forget_finished(clock.now())
     except PrefectAPIError as exc:
         await note_api_error(rt, exc)
 
@@ -452,7 +448,7 @@ async def lead(
             tg.start_soon(
                 _every,
                 1.0,
-                lambda: sweep.apply_actions(rt, rt.table.check_deadlines(_now())),
+                lambda: sweep.apply_actions(rt, rt.table.check_deadlines(clock.now())),
                 "deadlines",
                 loops,
                 rt,
