@@ -17,7 +17,7 @@ from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.settings import OperatorSettings
-from prefect_job_operator.tracking.runs import Action, RunRecord
+from prefect_job_operator.tracking.runs import Action
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,7 @@ class OperatorContext:
         if rt.health.leader:
             await apply_actions(rt, actions)
             return
-        for action in actions:  # the leader acts; keep the facts, forget the decision
-            record: RunRecord = action.record
-            record.outcome_reported = False
-            record.infra_pending_reported = False
+        rt.table.forget_decisions(actions)  # the leader acts; keep the facts
 
     # ---- health ------------------------------------------------------------------------
     # Liveness is the operator's own health, never an external API's: one pool's Prefect

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 from prefect_job_operator.tracking.runs import Crash, InfrastructurePending, JobGone, RunTable
 from tests.unit.fakes import job_condition, job_json, now, pod_json
@@ -280,3 +282,17 @@ def test_delayed_infrastructure_pending_only_for_pods_that_keep_waiting() -> Non
     later = [a for a in table.check_deadlines(now() + timedelta(seconds=4)) if a]
     assert [type(a) for a in later] == [InfrastructurePending]
     assert table.check_deadlines(now() + timedelta(seconds=6)) == []  # reported once
+
+
+def test_only_the_run_table_writes_the_protocol_flags() -> None:
+    """The four flags of a run record change through named RunTable methods only."""
+    package = Path(__file__).resolve().parents[2] / "operator" / "prefect_job_operator"
+    flag = re.compile(
+        r"\.(outcome_reported|infra_pending_reported|pid_recorded|pid_queued)\b[^=\n]*=(?!=)"
+    )
+    writers = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if flag.search(path.read_text())
+    }
+    assert writers == {"tracking/runs.py"}, writers

@@ -427,9 +427,8 @@ async def test_queued_pid_is_not_written_twice_by_the_sweep() -> None:
     run_id = client.add_run(deployment_id=client.add_deployment())
     job = job_json(run_id, name="queued-job")
     rt.table.observe_job("ADDED", job)
-    rec = rt.table.get(run_id)
-    assert rec is not None
-    rec.pid_queued = True
+    assert rt.table.get(run_id) is not None
+    rt.table.pid_queued(run_id)
     client.set_state(run_id, "PENDING", "Pending")
 
     await sweep_pending(rt)

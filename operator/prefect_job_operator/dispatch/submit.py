@@ -193,9 +193,7 @@ async def _submit_guarded(
             async with rt.followup_limiter:
                 await write_followup(rt, followup)
         finally:
-            rec = rt.table.get(run_id)
-            if rec is not None and not rec.pid_recorded:
-                rec.pid_queued = False  # cancelled (lost leadership): the sweep writes it
+            rt.table.pid_unqueued(run_id)  # cancelled (lost leadership): the sweep writes it
 
 
 async def write_followup(rt: PoolRuntime, followup: Followup) -> None:
@@ -206,16 +204,13 @@ async def write_followup(rt: PoolRuntime, followup: Followup) -> None:
     run_id = followup.flow_run_id
 
     async def pid() -> None:
-        rec = rt.table.get(run_id)
         try:
             await rt.writer.record_pid(run_id, followup.pid)
         except PrefectAPIError as exc:
             log.warning("Recording the pid of %s failed (the sweep retries): %s", run_id, exc)
-            if rec is not None:
-                rec.pid_queued = False
+            rt.table.pid_unqueued(run_id)
             return
-        if rec is not None:
-            rec.pid_recorded, rec.pid_queued = True, False
+        rt.table.pid_written(run_id)
 
     try:
         if followup.labels is None:
@@ -317,9 +312,7 @@ async def launch(
     # The table learns the Job now, not when the watch event arrives, so a poll in between
     # cannot dispatch the run twice and the limit counts it at once.
     rt.table.observe_job("ADDED", job)
-    rec = rt.table.get(run_id)
-    if rec is not None:
-        rec.pid_queued = True  # the sweep's (older) snapshot must not PATCH it too
+    rt.table.pid_queued(run_id)  # the sweep's (older) snapshot must not PATCH it too
     rt.metrics.runs_dispatched.inc(*rt.metric_labels)
     rt.metrics.submit_duration.observe(time.monotonic() - started, *rt.metric_labels)
     due = run.next_scheduled_start_time or run.expected_start_time

@@ -59,7 +59,7 @@ async def apply_actions(rt: PoolRuntime, actions: list[Action]) -> None:
                 await _job_gone(rt, action.record)
         except (PrefectAPIError, KubeError) as exc:
             log.warning("Acting on %s failed (the sweep retries): %s", action, exc)
-            action.record.outcome_reported = False
+            rt.table.outcome_failed(action.record)
 
 
 async def _confirmed_crash_message(rt: PoolRuntime, action: Crash) -> str | None:
@@ -158,7 +158,7 @@ async def sweep_cancelling(rt: PoolRuntime) -> None:
         first_seen = rt.cancel_seen.setdefault(run_id, now)
         if diag.phase == "running" and run.start_time is not None and now - first_seen < grace:
             continue  # the flow process cancels itself; delete only if it does not
-        rec.outcome_reported = True
+        rt.table.outcome_handled(rec)
         await rt.kube.delete_job(rec.namespace, rec.job_name, grace_seconds=30)
         await rt.writer.cancelled(
             run_id, CANCEL_PENDING if diag.phase != "running" else CANCEL_DONE
@@ -208,9 +208,9 @@ async def sweep_pending(rt: PoolRuntime) -> None:
             continue
         rec = rt.table.get(run_id)
         if rec is not None and not rec.deleted:
-            if run.infrastructure_pid != rec.pid and not (rec.pid_recorded or rec.pid_queued):
+            if rt.table.pid_needs_writing(rec, run.infrastructure_pid):
                 await rt.writer.record_pid(run_id, rec.pid)
-                rec.pid_recorded = True
+                rt.table.pid_written(run_id)
                 log.info("Adopted Job %s of flow run %s", rec.pid, run_id)
             continue
         since = run.state.timestamp if run.state and run.state.timestamp else None
@@ -313,6 +313,6 @@ async def sweep_final_with_jobs(rt: PoolRuntime) -> None:
             rec = chunk[str(run.id)]
             if run.infrastructure_pid not in (None, rec.pid):
                 continue
-            rec.outcome_reported = True
+            rt.table.outcome_handled(rec)
             log.info("Deleting Job %s: its flow run is %s", rec.pid, run.state_type)
             await rt.kube.delete_job(rec.namespace, rec.job_name, grace_seconds=30)

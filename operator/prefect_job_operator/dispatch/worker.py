@@ -404,9 +404,7 @@ async def lead(
     rt.telemetry.pod_events_enabled = w.pod_events
     limiter = anyio.CapacityLimiter(w.submit_concurrency)
     rt.last_recovery_sweep = None  # a new term starts with a recovery sweep
-    for rec in rt.table.by_run.values():
-        # The follow-ups of the last term died with it: the sweep must write their pids.
-        rec.pid_queued = False
+    rt.table.new_term()
     tick = [0]
     started: list[str] = []
 

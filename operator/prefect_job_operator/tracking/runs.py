@@ -126,6 +126,49 @@ class RunTable:
             return False
         return not rec.diagnosis(now or clock.now()).job_finished
 
+    # ---- the protocol flags: written here only, by name (the sweep, the submitter and
+    # the registry call these; tests/unit/test_run_table.py checks nobody else assigns them)
+
+    def outcome_handled(self, rec: RunRecord) -> None:
+        """The run's end was told to Prefect by someone else (the sweep): decide nothing more."""
+        rec.outcome_reported = True
+
+    def outcome_failed(self, rec: RunRecord) -> None:
+        """Telling Prefect failed: the next deadline check or event decides again."""
+        rec.outcome_reported = False
+
+    def forget_decisions(self, actions: Iterable[Action]) -> None:
+        """A standby keeps the facts but not the decisions: the leader acts on them."""
+        for action in actions:
+            action.record.outcome_reported = False
+            action.record.infra_pending_reported = False
+
+    def pid_queued(self, flow_run_id: str) -> None:
+        """The pid PATCH waits in the follow-up lane: the sweep must not write it too."""
+        rec = self.by_run.get(flow_run_id)
+        if rec is not None:
+            rec.pid_queued = True
+
+    def pid_written(self, flow_run_id: str) -> None:
+        rec = self.by_run.get(flow_run_id)
+        if rec is not None:
+            rec.pid_recorded, rec.pid_queued = True, False
+
+    def pid_unqueued(self, flow_run_id: str) -> None:
+        """The queued pid write failed or was cancelled: the recovery sweep writes it."""
+        rec = self.by_run.get(flow_run_id)
+        if rec is not None and not rec.pid_recorded:
+            rec.pid_queued = False
+
+    def pid_needs_writing(self, rec: RunRecord, current_pid: str | None) -> bool:
+        """Prefect does not have this record's pid and no writer is on it."""
+        return current_pid != rec.pid and not (rec.pid_recorded or rec.pid_queued)
+
+    def new_term(self) -> None:
+        """The follow-ups of the last leadership term died with it: the sweep writes pids."""
+        for rec in self.by_run.values():
+            rec.pid_queued = False
+
     def observe_job(self, event_type: str | None, job: Mapping[str, Any]) -> list[Action]:
         """Fold a Job watch event in; return what must be told to Prefect."""
         meta = job.get("metadata") or {}
