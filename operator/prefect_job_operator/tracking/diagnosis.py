@@ -295,7 +295,11 @@ def _diagnose_active(
         )
     if not live:
         return _diagnose_between_pods(job, pods, now)
-    pod = live[-1]
+    return _diagnose_pending_pod(live[-1], now)
+
+
+def _diagnose_pending_pod(pod: Mapping[str, Any], now: datetime) -> Diagnosis:
+    """The newest live pod, neither running nor lost: why it waits, and since when."""
     pod_name = _get(pod, "metadata", "name")
     since = parse_time(_get(pod, "metadata", "creationTimestamp")) or now
     unschedulable = _unschedulable(pod)
