@@ -102,7 +102,7 @@ async def _run_generation(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         ctx.unregister(rt)
-        await rt.client.aclose()
+        await rt.ports.client.aclose()
     if task.done() and not task.cancelled() and task.exception() is not None:
         log.error("WorkPool %s dispatcher failed: %r; restarting", rt.key, task.exception())
         await asyncio.sleep(5)
@@ -153,13 +153,13 @@ async def workpool_delete(body: kopf.Body, memo: OperatorContext, **_: Any) -> N
     except InvalidSpecError:
         return  # nothing was ever created from an invalid spec
     try:
-        await rt.client.delete_work_pool(spec.resolved_pool_name)
+        await rt.ports.client.delete_work_pool(spec.resolved_pool_name)
     except WorkPoolNotFound:
         pass
     except PrefectAPIError as exc:
         raise kopf.TemporaryError(f"Deleting the Prefect pool failed: {exc}", delay=10) from exc
     finally:
-        await rt.client.aclose()
+        await rt.ports.client.aclose()
 
 
 async def validate_workpool(

@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from prefect_job_operator import clock
-from prefect_job_operator.dispatch.runtime import PoolRuntime, poll_is_stale
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.sweep import apply_actions
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.tracking.runs import Action
+from prefect_job_operator.writeback.outcomes import poll_is_stale
 
 log = logging.getLogger(__name__)
 
@@ -33,50 +34,51 @@ class OperatorContext:
     metrics: Metrics
     events: EventSink
     started: datetime = field(default_factory=lambda: clock.now())
-    pools: dict[str, PoolRuntime] = field(default_factory=dict)
-    by_pool_id: dict[str, PoolRuntime] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
+    by_pool_id: dict[str, Pool] = field(default_factory=dict)
     loop_tick: float | None = None
     kopf_started: bool = False
 
     def __copy__(self) -> OperatorContext:
         return self
 
-    def register(self, rt: PoolRuntime) -> None:
-        self.pools[rt.key] = rt
-        if rt.pool_id:
-            self.by_pool_id[rt.pool_id] = rt
+    def register(self, pool: Pool) -> None:
+        self.pools[pool.key] = pool
+        if pool.pool_id:
+            self.by_pool_id[pool.pool_id] = pool
 
-    def unregister(self, rt: PoolRuntime) -> None:
-        if self.pools.get(rt.key) is rt:
-            del self.pools[rt.key]
-        if rt.pool_id and self.by_pool_id.get(rt.pool_id) is rt:
-            del self.by_pool_id[rt.pool_id]
+    def unregister(self, pool: Pool) -> None:
+        if self.pools.get(pool.key) is pool:
+            del self.pools[pool.key]
+        if pool.pool_id and self.by_pool_id.get(pool.pool_id) is pool:
+            del self.by_pool_id[pool.pool_id]
 
-    def _runtime_for(self, obj: Mapping[str, Any]) -> PoolRuntime | None:
+    def _pool_for(self, obj: Mapping[str, Any]) -> Pool | None:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         pool_id = labels.get(LABEL_WORK_POOL_ID)
         return self.by_pool_id.get(pool_id) if pool_id else None
 
     async def on_job(self, event_type: str | None, job: Mapping[str, Any]) -> None:
-        rt = self._runtime_for(job)
-        if rt is not None:
-            await self._act(rt, rt.table.observe_job(event_type, job))
+        pool = self._pool_for(job)
+        if pool is not None:
+            await self._act(pool, pool.table.observe_job(event_type, job))
 
     async def on_pod(self, event_type: str | None, pod: Mapping[str, Any]) -> None:
-        rt = self._runtime_for(pod)
-        if rt is not None:
-            if rt.health.leader and rt.telemetry is not None:
-                rt.telemetry.pod_event(event_type, pod)
-            await self._act(rt, rt.table.observe_pod(event_type, pod))
+        pool = self._pool_for(pod)
+        if pool is not None:
+            telemetry = pool.ports.telemetry
+            if pool.health.leader and telemetry is not None:
+                telemetry.pod_event(event_type, pod)
+            await self._act(pool, pool.table.observe_pod(event_type, pod))
 
     @staticmethod
-    async def _act(rt: PoolRuntime, actions: list[Action]) -> None:
+    async def _act(pool: Pool, actions: list[Action]) -> None:
         if not actions:
             return
-        if rt.health.leader:
-            await apply_actions(rt, actions)
+        if pool.health.leader:
+            await apply_actions(pool.sweeper, actions)
             return
-        rt.table.forget_decisions(actions)  # the leader acts; keep the facts
+        pool.table.forget_decisions(actions)  # the leader acts; keep the facts
 
     # ---- health ------------------------------------------------------------------------
     # Liveness is the operator's own health, never an external API's: one pool's Prefect
@@ -97,8 +99,8 @@ class OperatorContext:
         ok = lag <= s.liveness_loop_lag_seconds
         detail: dict[str, Any] = {"eventLoopLagSeconds": round(max(lag, 0.0), 1)}
         stuck = {}
-        for key, rt in self.pools.items():
-            stalled = rt.loops.stalled(now, s.liveness_stall_seconds)
+        for key, pool in self.pools.items():
+            stalled = pool.loops.stalled(now, s.liveness_stall_seconds)
             if stalled:
                 stuck[key] = stalled
         if stuck:
@@ -109,12 +111,12 @@ class OperatorContext:
     def polls(self, now: datetime) -> dict[str, Any]:
         """BaseWorker's rule per pool (for /readyz's body): standby, ok or stale."""
         detail: dict[str, Any] = {}
-        for key, rt in self.pools.items():
-            if not rt.health.leader:
+        for key, pool in self.pools.items():
+            if not pool.health.leader:
                 detail[key] = "standby"
                 continue
-            interval = rt.spec.worker.poll_interval_seconds
-            last = rt.health.last_poll or self.started
+            interval = pool.cfg.spec.worker.poll_interval_seconds
+            last = pool.health.last_poll or self.started
             stale = poll_is_stale(last, interval, now)
             age = round((now - last).total_seconds(), 1)
             detail[key] = {"ok": not stale, "secondsSinceLastPoll": age}

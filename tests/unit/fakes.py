@@ -1,6 +1,6 @@
 """In-memory stand-ins for the Prefect API and the Kubernetes API, for fast unit tests.
 
-Both are injected into `PoolRuntime` (never monkeypatched) and implement the same async
+Both are injected into the pool's `Ports` (never monkeypatched) and implement the same async
 methods, with the same keyword signatures, as `PrefectClient` and `Kube`. Every call is
 counted in ``calls``; ``fail[method] = exc`` makes that method raise ``exc`` on every call
 until the key is removed; FakeKube's ``before[method]`` runs first, to play a concurrent
@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
+from prefect_job_operator.dispatch.runtime import PoolConfig, Ports
 from prefect_job_operator.kube.client import Availability, Kube, KubeError
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.prefect_api.client import PrefectClient
@@ -39,6 +40,7 @@ from prefect_job_operator.prefect_api.models import (
 )
 from prefect_job_operator.rendering import WorkerContext
 from prefect_job_operator.settings import OperatorSettings
+from prefect_job_operator.writeback.outcomes import Condition
 from prefect_job_operator.writeback.prefect_states import StateWriter
 
 Json = dict[str, Any]
@@ -650,14 +652,15 @@ def make_runtime(
     kube: FakeKube | None = None,
     client: FakePrefectClient | None = None,
     leader: bool = True,
-) -> tuple[PoolRuntime, FakePrefectClient, FakeKube]:
-    """A PoolRuntime wired to fakes, as the pool daemon builds it after a sync."""
+    settings: OperatorSettings | None = None,
+) -> tuple[Pool, FakePrefectClient, FakeKube]:
+    """A Pool wired to fakes, as the pool daemon builds it after a sync."""
     body = workpool_body(name, namespace, spec)
     kube = kube or FakeKube()
     client = client or FakePrefectClient()
     wp_spec = WorkPoolSpec.from_cr(body)
-    settings = OperatorSettings()
-    rt = PoolRuntime(
+    settings = settings or OperatorSettings()
+    cfg = PoolConfig(
         namespace=namespace,
         name=name,
         uid=body["metadata"]["uid"],
@@ -665,21 +668,25 @@ def make_runtime(
         spec=wp_spec,
         generation=1,
         settings=settings,
-        kube=cast(Kube, kube),
-        metrics=Metrics(),
+    )
+    ports = Ports(
+        cfg,
         client=cast(PrefectClient, client),
         writer=StateWriter(cast(PrefectClient, client)),
+        kube=cast(Kube, kube),
+        metrics=Metrics(),
     )
-    rt.pool = {"id": pool_id, "name": rt.pool_name, "type": "kubernetes"}
-    rt.worker_ctx = WorkerContext(
-        worker_name=rt.worker_name,
-        work_pool_name=rt.pool_name,
+    worker_ctx = WorkerContext(
+        worker_name=cfg.worker_name,
+        work_pool_name=cfg.pool_name,
         work_pool_id=pool_id,
         prefect_env={"PREFECT_API_URL": "http://prefect-server:4200/api"},
         secret_env={},
     )
+    rt = Pool.assemble(cfg, ports, worker_ctx)
+    rt.synced.pool = {"id": pool_id, "name": cfg.pool_name, "type": "kubernetes"}
     rt.health.leader = leader
-    rt.health.pool_synced = True
+    rt.health.sync = Condition(True)
     return rt, client, kube
 
 

@@ -15,7 +15,7 @@ from prefect_job_operator.writeback.cr_status import (
     set_condition,
     status_patch,
 )
-from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
+from prefect_job_operator.writeback.outcomes import Condition, PoolReport, RunCounts
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -26,9 +26,9 @@ HEALTHY = PoolReport(
     pool_type="kubernetes",
     worker_name="prefect-job-operator:default:demo-pool",
     lease_holder="pjo-0",
-    api_reachable=True,
-    pool_synced=True,
-    polling_ok=True,
+    api=Condition(True),
+    sync=Condition(True),
+    poll=Condition(True),
     last_poll_time=T0 - timedelta(seconds=3),
     last_heartbeat_time=T0 - timedelta(seconds=20),
     counts=RunCounts(pending=2, running=5, submitted=40, crashed=1, cancelled=3),
@@ -78,37 +78,37 @@ def test_healthy_report() -> None:
     ("changes", "ready", "expected"),
     [
         pytest.param(
-            {"api_reachable": False, "api_error": "connect refused", "api_reason": None},
+            {"api": Condition(False, None, "connect refused")},
             ("False", "Unreachable", "connect refused"),
             {"APIReachable": ("False", "Unreachable")},
             id="unreachable",
         ),
         pytest.param(
-            {"api_reachable": False, "api_error": "401", "api_reason": c.REASON_UNAUTHORIZED},
+            {"api": Condition(False, c.REASON_UNAUTHORIZED, "401")},
             ("False", "Unauthorized", "401"),
             {"APIReachable": ("False", "Unauthorized")},
             id="unauthorized",
         ),
         pytest.param(
-            {"pool_synced": False, "sync_reason": c.REASON_POOL_NOT_FOUND, "sync_error": "gone"},
+            {"sync": Condition(False, c.REASON_POOL_NOT_FOUND, "gone")},
             ("False", "PoolNotFound", "gone"),
             {"PoolSynced": ("False", "PoolNotFound")},
             id="pool-not-found",
         ),
         pytest.param(
-            {"pool_synced": False, "sync_error": "boom"},
+            {"sync": Condition(False, None, "boom")},
             ("False", "SyncFailed", "boom"),
             {"PoolSynced": ("False", "SyncFailed")},
             id="sync-default-reason",
         ),
         pytest.param(
-            {"polling_ok": False, "poll_reason": c.REASON_STALE, "poll_error": "no poll in 5m"},
+            {"poll": Condition(False, c.REASON_STALE, "no poll in 5m")},
             ("False", "Stale", "no poll in 5m"),
             {"Polling": ("False", "Stale")},
             id="stale",
         ),
         pytest.param(
-            {"api_reachable": False, "pool_synced": False, "polling_ok": False},
+            {"api": Condition(False), "sync": Condition(False), "poll": Condition(False)},
             ("False", "Unreachable", "Unreachable"),
             {
                 "APIReachable": ("False", "Unreachable"),
@@ -118,7 +118,7 @@ def test_healthy_report() -> None:
             id="api-is-the-first-culprit",
         ),
         pytest.param(
-            {"polling_ok": None},
+            {"poll": Condition(None)},
             ("Unknown", "Pending", "Waiting for the first sync and poll."),
             {"Polling": ("Unknown", "Pending")},
             id="not-polled-yet",
@@ -181,7 +181,7 @@ def test_namespace_problems_that_leave_a_usable_namespace_keep_ready(
 
 def test_transition_time_moves_only_when_status_changes() -> None:
     first = status_patch(HEALTHY, previous={}, generation=1, now=T0)
-    broken = PoolReport(**{**HEALTHY.__dict__, "polling_ok": False, "poll_error": "x"})
+    broken = PoolReport(**{**HEALTHY.__dict__, "poll": Condition(False, None, "x")})
     second = status_patch(broken, previous=first, generation=2, now=T1)
     got = by_type(second)
     assert got["APIReachable"]["lastTransitionTime"] == rfc3339(T0)
@@ -192,7 +192,7 @@ def test_transition_time_moves_only_when_status_changes() -> None:
 
 
 def test_unknown_fields_are_left_alone_and_problems_are_cleared() -> None:
-    report = PoolReport(api_reachable=True)
+    report = PoolReport(api=Condition(True))
     patch = status_patch(report, previous={"poolId": "keep"}, generation=1, now=T0)
     for key in ("poolId", "poolName", "lastPollTime", "lastHeartbeatTime", "leaseHolder"):
         assert key not in patch  # merge patch: absent keeps the previous value

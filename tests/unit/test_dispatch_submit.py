@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM, LABEL_OPERATOR
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.submit import SUBMIT_FAILED, launch, poll_once
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.prefect_api.client import PrefectClient
@@ -26,11 +26,11 @@ from tests.unit.fakes import (
 API = {"api": {"url": "http://prefect-server:4200/api"}}
 
 
-async def poll(rt: PoolRuntime) -> int:
+async def poll(rt: Pool) -> int:
     """One poll, waiting for every submission it started."""
-    limiter = anyio.CapacityLimiter(rt.spec.worker.submit_concurrency)
+    limiter = anyio.CapacityLimiter(rt.cfg.spec.worker.submit_concurrency)
     async with anyio.create_task_group() as tg:
-        started = await poll_once(rt, tg, limiter)
+        started = await poll_once(rt.submitter, tg, limiter)
     return started
 
 
@@ -41,7 +41,7 @@ def jobs_of(kube: FakeKube, run_id: str) -> list[dict]:
 
 
 @pytest.fixture
-def world() -> tuple[PoolRuntime, FakePrefectClient, FakeKube]:
+def world() -> tuple[Pool, FakePrefectClient, FakeKube]:
     return make_runtime(spec=API)
 
 
@@ -64,11 +64,11 @@ async def test_claim_won_creates_one_labelled_job_and_records_pid(world) -> None
     meta = job["metadata"]
     assert meta["namespace"] == "default"
     assert meta["name"].startswith("crimson-fox-")
-    assert meta["labels"][LABEL_OPERATOR] == rt.settings.instance
+    assert meta["labels"][LABEL_OPERATOR] == rt.cfg.settings.instance
     assert meta["labels"]["prefect.io/flow-run-id"] == run_id
     assert meta["labels"]["prefect.io/work-pool-id"] == POOL_ID
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
-    assert pod_labels[LABEL_OPERATOR] == rt.settings.instance
+    assert pod_labels[LABEL_OPERATOR] == rt.cfg.settings.instance
     assert pod_labels["prefect.io/flow-run-id"] == run_id
     assert meta["annotations"][ANNOTATION_CLAIM] == _claim_id(client, run_id)
     assert meta["annotations"][ANNOTATION_POD_WATCH_TIMEOUT] == "60"
@@ -76,13 +76,13 @@ async def test_claim_won_creates_one_labelled_job_and_records_pid(world) -> None
     # One state proposal per run by default: "Submitting" is opt-in (display only).
     assert client.state_of(run_id) == ("PENDING", "Pending")
     assert [p[:2] for p in client.proposed(run_id)] == [("PENDING", "Pending")]
-    assert client.label_patches[0][1]["prefect.worker.name"] == rt.worker_name
+    assert client.label_patches[0][1]["prefect.worker.name"] == rt.cfg.worker_name
     rec = rt.table.get(run_id)
     assert rec is not None and rec.pid == f"default:{meta['name']}"
     assert rec.pid_recorded and not rec.pid_queued
-    assert rt.submitting == set()
-    assert rt.counters.submitted == 1
-    assert rt.metrics.runs_dispatched.value(*rt.metric_labels) == 1
+    assert rt.submitter.in_flight == set()
+    assert rt.ports.counters.submitted == 1
+    assert rt.ports.metrics.runs_dispatched.value(*rt.cfg.metric_labels) == 1
 
 
 async def test_submitting_state_is_proposed_before_the_job_when_enabled() -> None:
@@ -126,7 +126,7 @@ async def test_pid_and_labels_trail_the_job_without_holding_a_submission_slot() 
     client.set_infrastructure_pid = slow_pid  # type: ignore[method-assign]
     limiter = anyio.CapacityLimiter(1)
     async with anyio.create_task_group() as tg:
-        await poll_once(rt, tg, limiter)
+        await poll_once(rt.submitter, tg, limiter)
         with anyio.fail_after(5):
             while len(kube.jobs) < 2:
                 await anyio.sleep(0.01)
@@ -156,8 +156,8 @@ async def test_claim_lost_creates_no_job(world) -> None:
     assert client.results[-1].status == "ABORT"
     assert [p[:2] for p in client.proposed(run_id)] == [("PENDING", "Pending")]
     assert client.calls["set_infrastructure_pid"] == 0
-    assert rt.counters.submitted == 0
-    assert rt.metrics.runs_claim_lost.total(*rt.metric_labels) == 1
+    assert rt.ports.counters.submitted == 0
+    assert rt.ports.metrics.runs_claim_lost.total(*rt.cfg.metric_labels) == 1
 
 
 async def test_poll_skips_runs_being_submitted_or_already_tracked(world) -> None:
@@ -166,13 +166,13 @@ async def test_poll_skips_runs_being_submitted_or_already_tracked(world) -> None
     busy = client.add_run(name="busy-run", deployment_id=dep)
     tracked = client.add_run(name="tracked-run", deployment_id=dep)
     fresh = client.add_run(name="fresh-run", deployment_id=dep)
-    rt.submitting.add(busy)
+    rt.submitter.in_flight.add(busy)
     rt.table.observe_job("ADDED", job_json(tracked, "tracked-run-aaaaaaaaaa"))
 
     assert await poll(rt) == 1
     assert {p[0] for p in client.proposals} == {fresh}
     assert len(kube.jobs) == 1 and jobs_of(kube, fresh)
-    assert rt.submitting == {busy}
+    assert rt.submitter.in_flight == {busy}
 
 
 async def test_limit_bounds_jobs_in_flight_not_submissions() -> None:
@@ -200,7 +200,7 @@ async def test_limit_counts_runs_still_submitting() -> None:
     dep = client.add_deployment()
     for i in range(5):
         client.add_run(name=f"run-{i}", deployment_id=dep)
-    rt.submitting.add("11111111-1111-4111-8111-111111111111")
+    rt.submitter.in_flight.add("11111111-1111-4111-8111-111111111111")
     rt.table.observe_job("ADDED", job_json("22222222-2222-4222-8222-222222222222", "other-1"))
     assert await poll(rt) == 1
     assert len(kube.jobs) == 1
@@ -238,7 +238,7 @@ async def test_second_launch_with_same_claim_adopts_the_job(world) -> None:
     run = await client.read_flow_run(run_id)
     dep = await client.read_deployment(dep_id)
     flow = await client.read_flow(str(run.flow_id))
-    await launch(rt, run, dep, flow, claim_id=claim, resubmission=True)
+    await launch(rt.submitter, run, dep, flow, claim_id=claim, resubmission=True)
 
     assert kube.calls["create_job"] == 2  # the second got 409 ...
     assert kube.calls["read_job"] == 1  # ... and read the existing Job
@@ -256,7 +256,7 @@ async def test_name_taken_by_another_runs_job_crashes(world) -> None:
     job["metadata"]["labels"]["prefect.io/flow-run-id"] = "someone-else"
     run = await client.read_flow_run(run_id)
     await launch(
-        rt,
+        rt.submitter,
         run,
         await client.read_deployment(dep_id),
         None,
@@ -280,8 +280,8 @@ async def test_namespace_outside_job_namespaces_crashes(world) -> None:
     message = client.runs[run_id]["state"]["message"]
     assert message.startswith(f"{SUBMIT_FAILED}: ")
     assert "'team-b'" in message and "spec.jobNamespaces" in message and "default" in message
-    assert rt.metrics.submission_failures.value(*rt.metric_labels, "render") == 1
-    assert rt.counters.crashed == 1
+    assert rt.ports.metrics.submission_failures.value(*rt.cfg.metric_labels, "render") == 1
+    assert rt.ports.counters.crashed == 1
 
 
 async def test_render_error_crashes_that_run_and_the_pool_continues(world) -> None:
@@ -298,7 +298,7 @@ async def test_render_error_crashes_that_run_and_the_pool_continues(world) -> No
     assert jobs_of(kube, bad) == []
     assert len(jobs_of(kube, good)) == 1
     assert client.state_of(good) == ("PENDING", "Pending")
-    assert rt.submitting == set()
+    assert rt.submitter.in_flight == set()
 
 
 async def test_labels_patch_failure_never_crashes_the_run(world) -> None:
@@ -340,7 +340,7 @@ async def test_cancelling_seen_at_submitting_creates_no_job() -> None:
     assert (type_, name, force) == ("CANCELLED", "Cancelled", True)
     assert message is not None and "before its Job was created" in message
     assert client.state_of(run_id)[0] == "CANCELLED"
-    assert rt.counters.cancelled == 1
+    assert rt.ports.counters.cancelled == 1
 
 
 async def test_deployment_gone_force_cancels_with_upstream_message(world) -> None:
@@ -441,10 +441,15 @@ async def test_cancel_requested_during_submission_creates_no_job(world) -> None:
     dep_id = client.add_deployment()
     run_id = client.add_run(deployment_id=dep_id, state="PENDING", state_name="Submitting")
     client.set_state(run_id, "CANCELLING", "Cancelling")
-    rt.cancel_requested.add(run_id)
+    rt.submitter.cancel_requested.add(run_id)
     run = await client.read_flow_run(run_id)
     await launch(
-        rt, run, await client.read_deployment(dep_id), None, claim_id="c1", resubmission=True
+        rt.submitter,
+        run,
+        await client.read_deployment(dep_id),
+        None,
+        claim_id="c1",
+        resubmission=True,
     )
     assert kube.calls["create_job"] == 0
     assert client.proposed(run_id)[-1][:2] == ("CANCELLED", "Cancelled")
@@ -468,10 +473,10 @@ async def test_job_variables_cannot_override_the_routing_labels(world) -> None:
     await poll(rt)
     [job] = jobs_of(kube, run_id)
     for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
-        assert labels["prefect-job-operator.dev/operator"] == rt.settings.instance
+        assert labels["prefect-job-operator.dev/operator"] == rt.cfg.settings.instance
         assert labels["prefect.io/work-pool-id"] == POOL_ID
         assert labels["prefect.io/flow-run-id"] == run_id
-        assert labels["prefect-job-operator.dev/workpool"] == rt.name
+        assert labels["prefect-job-operator.dev/workpool"] == rt.cfg.name
         assert labels["team"] == "data"  # other job-variable labels are kept
     assert rt.table.get(run_id) is not None
 

@@ -15,13 +15,6 @@ ALLOWED = {
     "prefect_job_operator/rendering/render.py::_render",
     "prefect_job_operator/rendering/references.py::resolve_blocks",
     "prefect_job_operator/api/crdgen.py::build_crd",
-    # dispatch (issue #13): being split
-    "prefect_job_operator/pool_factory.py::build_runtime",
-    "prefect_job_operator/dispatch/submit.py::launch",
-    "prefect_job_operator/dispatch/worker.py::lead",
-    "prefect_job_operator/dispatch/worker.py::report",
-    "prefect_job_operator/dispatch/sync.py::sync_pool",
-    "prefect_job_operator/writeback/cr_status.py::status_patch",
 }
 
 

@@ -18,7 +18,7 @@ from prefect_job_operator.api.job_namespaces import (
     namespace_refusal,
     namespace_report,
 )
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
@@ -140,7 +140,7 @@ class KeyKube(FakeKube):
         return await super().read_secret_value(namespace, name, key)
 
 
-async def _runtime(spec: dict[str, Any], **settings: Any) -> PoolRuntime:
+async def _runtime(spec: dict[str, Any], **settings: Any) -> Pool:
     kube = KeyKube()
     ctx = OperatorContext(
         settings=OperatorSettings().model_copy(
@@ -155,7 +155,7 @@ async def _runtime(spec: dict[str, Any], **settings: Any) -> PoolRuntime:
         "spec": spec,
     }
     rt = await build_runtime(ctx, body)
-    await rt.client.aclose()
+    await rt.ports.client.aclose()
     return rt
 
 
@@ -198,20 +198,20 @@ async def test_build_runtime_decides_the_jobs_credentials(
     refused: bool,
 ) -> None:
     rt = await _runtime(spec, **settings)
-    assert rt.worker_ctx is not None
-    assert dict(rt.worker_ctx.credential_secrets) == copied
-    assert dict(rt.worker_ctx.secret_env) == secret_env
-    refusal = rt.job_namespace_refusal("team-a")
+    assert rt.synced.worker_ctx is not None
+    assert dict(rt.synced.worker_ctx.credential_secrets) == copied
+    assert dict(rt.synced.worker_ctx.secret_env) == secret_env
+    refusal = rt.access.refusal("team-a")
     assert (refusal is not None) == refused, refusal
     if refusal is not None:
         assert refusal.reason == REASON_NOT_ALLOWED and SETTING in refusal.message
     # What would be rendered for a run holds no operator credential, in any form.
     rendered = render_job(
-        rt.template or None,
+        rt.synced.template or None,
         deployment=deployment({"env": {"EXTRA": "1"}}),
         flow=FLOW,
         flow_run=flow_run(),
-        worker=rt.worker_ctx,
+        worker=rt.synced.worker_ctx,
         references=ResolvedReferences(),
         claim_id="c",
     )
@@ -245,7 +245,7 @@ async def test_the_allowed_job_namespace_is_checked_per_job() -> None:
         operator_key_namespaces="team-a",
         job_namespace_policy="team-a=etl",
     )
-    assert rt.job_namespace_refusal("team-a") is None
-    refusal = rt.job_namespace_refusal("etl")
+    assert rt.access.refusal("team-a") is None
+    refusal = rt.access.refusal("etl")
     assert refusal is not None and refusal.reason == REASON_NOT_ALLOWED
     assert "namespace 'etl' is not allowed" in refusal.message

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from prefect_job_operator.api import job_namespaces as jn
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.submit import poll_once
 from prefect_job_operator.dispatch.sync import sync_pool
 from prefect_job_operator.dispatch.worker import check_namespaces, report, seed_table
@@ -30,16 +30,18 @@ API = {"url": "http://prefect-server:4200/api"}
 
 def runtime(
     spec: dict[str, Any], *, namespace: str = "data", kube: FakeKube | None = None, **env: str
-) -> tuple[PoolRuntime, Any, FakeKube]:
-    rt, client, kube = make_runtime(spec={"api": API, **spec}, namespace=namespace, kube=kube)
-    rt.settings = OperatorSettings(**env)  # type: ignore[arg-type]
+) -> tuple[Pool, Any, FakeKube]:
+    settings = OperatorSettings(**env)  # type: ignore[arg-type]
+    rt, client, kube = make_runtime(
+        spec={"api": API, **spec}, namespace=namespace, kube=kube, settings=settings
+    )
     return rt, client, kube
 
 
-async def poll(rt: PoolRuntime) -> None:
+async def poll(rt: Pool) -> None:
     limiter = anyio.CapacityLimiter(4)
     async with anyio.create_task_group() as tg:
-        await poll_once(rt, tg, limiter)
+        await poll_once(rt.submitter, tg, limiter)
 
 
 class ForbiddenIn(FakeKube):
@@ -72,23 +74,25 @@ def test_default_template_defaults_to_the_workpool_namespace() -> None:
 
 async def test_sync_writes_the_namespaced_default_and_fixes_a_stock_one() -> None:
     rt, client, _ = runtime({}, namespace="datatrap")
-    await sync_pool(rt)
-    stored = client.pools[rt.pool_name]["base_job_template"]
+    await sync_pool(rt.cfg, rt.ports, rt.synced)
+    stored = client.pools[rt.cfg.pool_name]["base_job_template"]
     assert stored == default_base_job_template("datatrap")
-    assert default_job_namespace(rt.template) == "datatrap"
+    assert default_job_namespace(rt.synced.template) == "datatrap"
     # a pool holding upstream's stock template (namespace default 'default') is corrected
-    client.pools[rt.pool_name]["base_job_template"] = default_base_job_template()
-    await sync_pool(rt)
-    assert client.pools[rt.pool_name]["base_job_template"] == default_base_job_template("datatrap")
+    client.pools[rt.cfg.pool_name]["base_job_template"] = default_base_job_template()
+    await sync_pool(rt.cfg, rt.ports, rt.synced)
+    assert client.pools[rt.cfg.pool_name]["base_job_template"] == default_base_job_template(
+        "datatrap"
+    )
 
 
 async def test_sync_leaves_a_users_prefect_side_template_alone() -> None:
     rt, client, _ = runtime({}, namespace="datatrap")
     custom = default_base_job_template()
     custom["job_configuration"]["labels"] = {"team": "x"}
-    await client.create_work_pool(rt.pool_name, base_job_template=custom)
-    await sync_pool(rt)
-    assert client.pools[rt.pool_name]["base_job_template"] == custom
+    await client.create_work_pool(rt.cfg.pool_name, base_job_template=custom)
+    await sync_pool(rt.cfg, rt.ports, rt.synced)
+    assert client.pools[rt.cfg.pool_name]["base_job_template"] == custom
     await check_namespaces(rt)  # ... but its 'default' namespace is reported
     assert rt.health.namespaces is not None and not rt.health.namespaces.ok
     assert "variables.properties.namespace.default" in rt.health.namespaces.message
@@ -96,7 +100,7 @@ async def test_sync_leaves_a_users_prefect_side_template_alone() -> None:
 
 async def test_run_without_job_variables_goes_to_the_workpool_namespace() -> None:
     rt, client, kube = runtime({}, namespace="datatrap")
-    await sync_pool(rt)
+    await sync_pool(rt.cfg, rt.ports, rt.synced)
     run_id = client.add_run(deployment_id=client.add_deployment())
     await poll(rt)
     assert client.state_of(run_id) == ("PENDING", "Pending")
@@ -142,13 +146,16 @@ async def test_a_forbidden_namespace_does_not_block_the_others() -> None:
     rt, client, _ = runtime(
         {"jobNamespaces": ["data", "locked"]}, kube=kube, job_namespace_policy="data=locked"
     )
-    rt.events = EventSink(cast(Kube, kube), "test")
+    rt.ports.events = EventSink(cast(Kube, kube), "test")
     kube.jobs[("data", "old")] = job_json(
         "11111111-1111-1111-1111-111111111111", "old", namespace="data"
     )
     await seed_table(rt)
     assert rt.table.get("11111111-1111-1111-1111-111111111111") is not None
-    assert "locked" in rt.forbidden and "cannot list jobs.batch" in rt.forbidden["locked"]
+    assert (
+        "locked" in rt.access.forbidden
+        and "cannot list jobs.batch" in rt.access.forbidden["locked"]
+    )
     await check_namespaces(rt)
     ns = rt.health.namespaces
     assert ns is not None and not ns.ok and not ns.blocking
@@ -167,7 +174,7 @@ async def test_a_forbidden_namespace_does_not_block_the_others() -> None:
     kube.forbidden.clear()  # the admin grants a Role: the next check clears it
     await seed_table(rt, ["locked"])
     await check_namespaces(rt)
-    assert rt.forbidden == {} and rt.health.namespaces is not None
+    assert rt.access.forbidden == {} and rt.health.namespaces is not None
     assert rt.health.namespaces.ok
 
 
@@ -179,4 +186,4 @@ async def test_other_list_errors_still_retry_the_whole_seed() -> None:
     rt, _, _ = runtime({}, kube=Down())
     with pytest.raises(KubeError):
         await seed_table(rt)
-    assert rt.forbidden == {}
+    assert rt.access.forbidden == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.submit import is_infrastructure_fault, poll_once
 from prefect_job_operator.dispatch.worker import kubernetes_available
 from prefect_job_operator.kube.client import Availability, KubeError, classify_status
@@ -76,16 +76,16 @@ def test_availability_opens_on_a_fault_and_closes_on_any_answer() -> None:
     assert a.ok and a.last_error is None
 
 
-async def poll(rt: PoolRuntime) -> int:
-    limiter = anyio.CapacityLimiter(rt.spec.worker.submit_concurrency)
+async def poll(rt: Pool) -> int:
+    limiter = anyio.CapacityLimiter(rt.cfg.spec.worker.submit_concurrency)
     async with anyio.create_task_group() as tg:
-        started = await poll_once(rt, tg, limiter)
+        started = await poll_once(rt.submitter, tg, limiter)
     return started
 
 
 async def test_create_retried_through_a_short_outage_gives_one_job() -> None:
     rt, client, kube = make_runtime(spec=API)
-    rt.settings.submit_retry_seconds = 10
+    rt.cfg.settings.submit_retry_seconds = 10
     run_id = client.add_run(deployment_id=client.add_deployment())
     fails = iter([UNREACHABLE, KubeError(503, "ServiceUnavailable", "etcd")])
 
@@ -106,7 +106,7 @@ async def test_create_retried_through_a_short_outage_gives_one_job() -> None:
 
 async def test_create_that_landed_before_the_connection_broke_is_adopted() -> None:
     rt, client, kube = make_runtime(spec=API)
-    rt.settings.submit_retry_seconds = 10
+    rt.cfg.settings.submit_retry_seconds = 10
     run_id = client.add_run(deployment_id=client.add_deployment())
     real_create = kube.create_job
     attempts = []
@@ -128,13 +128,13 @@ async def test_create_that_landed_before_the_connection_broke_is_adopted() -> No
 
 async def test_an_outage_longer_than_the_retry_leaves_the_run_pending_not_crashed() -> None:
     rt, client, kube = make_runtime(spec=API)
-    rt.settings.submit_retry_seconds = 0.6
+    rt.cfg.settings.submit_retry_seconds = 0.6
     events: list[tuple[str, str, str]] = []
 
     async def event(type_: str, reason: str, message: str) -> None:
         events.append((type_, reason, message))
 
-    rt.event_k8s = event  # type: ignore[method-assign]
+    rt.ports.event_k8s = event  # type: ignore[method-assign]
     run_id = client.add_run(deployment_id=client.add_deployment())
     kube.fail["create_job"] = UNREACHABLE
     with anyio.fail_after(10):
@@ -142,7 +142,7 @@ async def test_an_outage_longer_than_the_retry_leaves_the_run_pending_not_crashe
     assert kube.calls["create_job"] >= 2  # retried
     assert client.state_of(run_id) == ("PENDING", "Pending")  # claimed, never Crashed
     assert not [p for p in client.proposed(run_id) if p[0] == "CRASHED"]
-    assert rt.counters.crashed == 0
+    assert rt.ports.counters.crashed == 0
     assert any(r == "SubmissionDeferred" for _, r, _ in events)
 
 
@@ -164,9 +164,9 @@ async def test_no_run_is_claimed_while_the_kubernetes_api_fails() -> None:
     kube.availability.failed(UNREACHABLE)  # a failed call opened the outage
 
     assert await kubernetes_available(rt) is False  # the probe failed too
-    assert rt.health.polling_ok is False
-    assert rt.health.poll_reason == "KubernetesUnavailable"
-    assert rt.health.poll_error is not None and "unreachable" in rt.health.poll_error
+    assert rt.health.poll.ok is False
+    assert rt.health.poll.reason == "KubernetesUnavailable"
+    assert rt.health.poll.message is not None and "unreachable" in rt.health.poll.message
     assert client.proposed(run_id) == []
 
     del kube.fail["read_lease"]
@@ -177,14 +177,14 @@ async def test_no_run_is_claimed_while_the_kubernetes_api_fails() -> None:
 
 async def test_runs_waiting_for_a_slot_are_not_claimed_once_the_gate_closes() -> None:
     rt, client, kube = make_runtime(spec={**API, "worker": {"submitConcurrency": 1}})
-    rt.settings.submit_retry_seconds = 0
+    rt.cfg.settings.submit_retry_seconds = 0
     runs = [client.add_run(deployment_id=client.add_deployment()) for _ in range(3)]
     kube.fail["create_job"] = UNREACHABLE
     await poll(rt)
     claimed = [r for r in runs if client.proposed(r)]
     assert len(claimed) == 1  # the first run hit the outage; the others stay Scheduled
     assert all(client.state_of(r)[0] == "SCHEDULED" for r in runs if r not in claimed)
-    assert rt.counters.crashed == 0
+    assert rt.ports.counters.crashed == 0
 
 
 def test_fake_kube_feeds_availability() -> None:
@@ -207,10 +207,10 @@ async def test_an_unexpected_error_in_a_pool_loop_shows_on_its_conditions() -> N
             raise OverflowError("date value out of range")
 
     with anyio.move_on_after(0.15):
-        await _every(0.05, failing, "sweep", rt=rt)
+        await _every(0.05, failing, "sweep", health=rt.health)
     rep = report(rt)
-    assert rep.polling_ok is False and rep.poll_reason == "LoopFailed"
-    assert rep.poll_error == "The sweep loop failed: OverflowError: date value out of range"
+    assert rep.poll.ok is False and rep.poll.reason == "LoopFailed"
+    assert rep.poll.message == "The sweep loop failed: OverflowError: date value out of range"
     patch = status_patch(rep, previous={}, generation=1, now=datetime.now(UTC))
     ready = next(x for x in patch["conditions"] if x["type"] == "Ready")
     assert ready["status"] == "False"
@@ -218,9 +218,9 @@ async def test_an_unexpected_error_in_a_pool_loop_shows_on_its_conditions() -> N
 
     broken[0] = False
     with anyio.move_on_after(0.12):
-        await _every(0.05, failing, "sweep", rt=rt)  # succeeds now
+        await _every(0.05, failing, "sweep", health=rt.health)  # succeeds now
     assert rt.health.loop_errors == {}
-    assert report(rt).poll_reason != "LoopFailed"
+    assert report(rt).poll.reason != "LoopFailed"
 
 
 async def test_a_followup_cut_short_by_lost_leadership_leaves_the_pid_to_the_sweep() -> None:

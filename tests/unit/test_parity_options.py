@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from prefect_job_operator.api.v1alpha1 import InvalidSpecError, WorkPoolSpec
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
@@ -390,9 +390,9 @@ def _body(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _build(ctx: OperatorContext, spec: dict[str, Any]) -> PoolRuntime:
+async def _build(ctx: OperatorContext, spec: dict[str, Any]) -> Pool:
     rt = await build_runtime(ctx, _body(spec))
-    await rt.client.aclose()
+    await rt.ports.client.aclose()
     return rt
 
 
@@ -410,7 +410,7 @@ async def test_job_env_template_env_and_secret_options_reach_the_worker_context(
             "worker": {"createSecretForApiKey": True, "storeEnvAsSecret": True},
         },
     )
-    w = rt.worker_ctx
+    w = rt.synced.worker_ctx
     assert w is not None
     assert dict(w.prefect_env) == {
         "PREFECT_API_URL": "http://prefect.test/api",
@@ -425,9 +425,11 @@ async def test_job_env_template_env_and_secret_options_reach_the_worker_context(
 async def test_a_named_api_key_secret_wins_over_create_secret_for_api_key() -> None:
     ctx = _context(FakeKube(), api_key=SecretStr("pnu_op"), api_key_secret_name="prefect-api")
     rt = await _build(ctx, {"worker": {"createSecretForApiKey": True}})
-    assert rt.worker_ctx is not None
-    assert rt.worker_ctx.credential_secrets == {}
-    assert rt.worker_ctx.secret_env["PREFECT_API_KEY"] == SecretKeyRef("prefect-api", "api-key")
+    assert rt.synced.worker_ctx is not None
+    assert rt.synced.worker_ctx.credential_secrets == {}
+    assert rt.synced.worker_ctx.secret_env["PREFECT_API_KEY"] == SecretKeyRef(
+        "prefect-api", "api-key"
+    )
 
 
 @pytest.mark.parametrize(
@@ -473,12 +475,12 @@ async def test_ca_bundle_timeout_and_retries_reach_the_client(tmp_path: Path) ->
         }
     }
     rt = await _build(_context(kube, client_max_retries=4), spec)
-    http = rt.client._http
+    http = rt.ports.client._http
     assert http.headers["X-Team"] == "data"
     assert http.timeout.read == 7
-    assert rt.client._max_retries == 2
+    assert rt.ports.client._max_retries == 2
     rt2 = await _build(_context(kube, client_max_retries=4, api_request_timeout=9), {})
-    assert (rt2.client._max_retries, rt2.client._http.timeout.read) == (4, 9)
+    assert (rt2.ports.client._max_retries, rt2.ports.client._http.timeout.read) == (4, 9)
 
 
 def _waiting(reason: str) -> dict[str, Any]:

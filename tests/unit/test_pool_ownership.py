@@ -74,11 +74,11 @@ async def test_second_workpool_on_one_prefect_pool_reports_the_first_and_writes_
     b, _, _ = make_runtime(
         spec={**API, "description": "team B"}, name="b", namespace="ns-b", client=client
     )
-    await sync_pool(a)
+    await sync_pool(a.cfg, a.ports, a.synced)
     client.workers.append(
         {
             "pool": "shared",
-            "name": a.worker_name,
+            "name": a.cfg.worker_name,
             "last_heartbeat_time": datetime.now(UTC),
             "heartbeat_interval_seconds": 30,
         }
@@ -86,27 +86,27 @@ async def test_second_workpool_on_one_prefect_pool_reports_the_first_and_writes_
     writes = client.calls["update_work_pool"]
 
     with pytest.raises(SyncProblem) as info:
-        await sync_pool(b)
+        await sync_pool(b.cfg, b.ports, b.synced)
 
     assert info.value.reason == "PoolClaimedByOtherWorkPool"
-    assert "ns-a/a" in info.value.message and a.uid in info.value.message
+    assert "ns-a/a" in info.value.message and a.cfg.uid in info.value.message
     assert client.calls["update_work_pool"] == writes  # no description flip, no template write
     assert client.pools["shared"]["description"] == "team A"
-    assert client.variables[owner_variable("shared")]["uid"] == a.uid
+    assert client.variables[owner_variable("shared")]["uid"] == a.cfg.uid
 
 
 async def test_a_dead_owner_is_taken_over() -> None:
     client = FakePrefectClient()
     a, _, _ = make_runtime(spec=API, name="a", namespace="ns-a", client=client)
     b, _, _ = make_runtime(spec=API, name="b", namespace="ns-b", client=client)
-    await sync_pool(a)
+    await sync_pool(a.cfg, a.ports, a.synced)
     client.workers.append(
         {
             "pool": "shared",
-            "name": a.worker_name,
+            "name": a.cfg.worker_name,
             "last_heartbeat_time": datetime.now(UTC) - timedelta(minutes=10),
             "heartbeat_interval_seconds": 30,
         }
     )
-    await sync_pool(b)
-    assert client.variables[owner_variable("shared")]["uid"] == b.uid
+    await sync_pool(b.cfg, b.ports, b.synced)
+    assert client.variables[owner_variable("shared")]["uid"] == b.cfg.uid

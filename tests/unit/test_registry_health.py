@@ -8,13 +8,14 @@ from datetime import timedelta
 from typing import cast
 
 from prefect_job_operator.api import conditions as c
-from prefect_job_operator.dispatch.runtime import PoolRuntime, poll_is_stale
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.worker import report, write_status
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.settings import OperatorSettings
+from prefect_job_operator.writeback.outcomes import Condition, poll_is_stale
 from tests.unit.fakes import FakeKube, FakePrefectClient, job_json, make_runtime, now, pod_json
 
 POOL_A = "aaaaaaaa-0000-4000-8000-00000000000a"
@@ -31,10 +32,10 @@ def context(kube: FakeKube) -> OperatorContext:
     )
 
 
-Pool = tuple[PoolRuntime, FakePrefectClient]
+PoolAndClient = tuple[Pool, FakePrefectClient]
 
 
-def two_pools(*, leader_a: bool = True) -> tuple[OperatorContext, Pool, Pool]:
+def two_pools(*, leader_a: bool = True) -> tuple[OperatorContext, PoolAndClient, PoolAndClient]:
     kube = FakeKube()
     ctx = context(kube)
     rt_a, client_a, _ = make_runtime(name="pool-a", pool_id=POOL_A, kube=kube, leader=leader_a)
@@ -66,7 +67,7 @@ async def test_event_of_unknown_pool_is_dropped() -> None:
 
 async def test_leader_acts_on_a_failed_job() -> None:
     ctx, (rt_a, client_a), _ = two_pools()
-    run = client_a.add_run(state="RUNNING", pid=f"default:{JOB}", pool=rt_a.pool_name)
+    run = client_a.add_run(state="RUNNING", pid=f"default:{JOB}", pool=rt_a.cfg.pool_name)
     await ctx.on_job("ADDED", job_json(run, JOB, pool_id=POOL_A, active=1))
     await ctx.on_job("MODIFIED", job_json(run, JOB, pool_id=POOL_A, failed=1))
     assert client_a.state_of(run)[0] == "CRASHED"
@@ -74,7 +75,7 @@ async def test_leader_acts_on_a_failed_job() -> None:
 
 async def test_standby_keeps_facts_but_does_not_act() -> None:
     ctx, (rt_a, client_a), _ = two_pools(leader_a=False)
-    run = client_a.add_run(state="PENDING", pid=f"default:{JOB}", pool=rt_a.pool_name)
+    run = client_a.add_run(state="PENDING", pid=f"default:{JOB}", pool=rt_a.cfg.pool_name)
     await ctx.on_job("ADDED", job_json(run, JOB, pool_id=POOL_A))
     await ctx.on_pod("ADDED", pod_json(run, JOB, phase="Pending", pool_id=POOL_A))
     failed_pod = pod_json(run, JOB, phase="Failed", exit_code=2, pool_id=POOL_A)
@@ -106,8 +107,8 @@ def test_liveness_ignores_a_pool_whose_api_is_down_for_hours() -> None:
     ctx, (rt_a, _), (rt_b, _) = two_pools()
     t = now()
     rt_a.health.last_poll = t - timedelta(hours=5)  # stale by BaseWorker's rule
-    rt_a.health.api_reachable = False
-    rt_a.health.polling_ok = True
+    rt_a.health.api = Condition(False)
+    rt_a.health.poll = Condition(True)
     rt_b.health.last_poll = t
     mono = 1000.0
     ctx.loop_tick = mono - 0.5
@@ -118,7 +119,7 @@ def test_liveness_ignores_a_pool_whose_api_is_down_for_hours() -> None:
     # ... while the per-pool rule still says so, for /readyz's body and the condition
     polls = ctx.polls(t)
     assert polls[rt_a.key]["ok"] is False and polls[rt_b.key]["ok"] is True
-    assert report(rt_a).poll_reason == c.REASON_STALE
+    assert report(rt_a).poll.reason == c.REASON_STALE
 
 
 def test_liveness_fails_on_a_stuck_loop_or_a_blocked_event_loop() -> None:
@@ -149,7 +150,7 @@ def test_poll_staleness_is_thirty_poll_intervals_in_one_place() -> None:
 def test_polls_report_standby_and_count_a_leader_that_never_polled_from_start() -> None:
     ctx, (rt_a, _), (rt_b, _) = two_pools(leader_a=False)
     rt_b.health.last_poll = None
-    interval = rt_b.spec.worker.poll_interval_seconds
+    interval = rt_b.cfg.spec.worker.poll_interval_seconds
     assert ctx.polls(ctx.started + timedelta(seconds=interval * 30 - 1)) == {
         rt_a.key: "standby",
         rt_b.key: {"ok": True, "secondsSinceLastPoll": interval * 30 - 1},
@@ -167,38 +168,38 @@ def test_no_pools_is_alive() -> None:
 
 def test_report_counts_submitting_as_pending_and_flags_a_stale_poll() -> None:
     rt, _, _ = make_runtime()
-    rt.health.api_reachable, rt.health.polling_ok = True, True
-    rt.health.poll_reason = c.REASON_POLLING
+    rt.health.api = Condition(True)
+    rt.health.poll = Condition(True, c.REASON_POLLING)
     rt.health.last_poll = now()
     running = "11111111-0000-4000-8000-000000000004"
     rt.table.observe_job("ADDED", job_json(running, JOB))
     rt.table.observe_pod("ADDED", pod_json(running, JOB, phase="Running"))
     rt.table.observe_job("ADDED", job_json("11111111-0000-4000-8000-000000000005", "waiting-1"))
-    rt.submitting.add("11111111-0000-4000-8000-000000000006")
+    rt.submitter.in_flight.add("11111111-0000-4000-8000-000000000006")
 
     rep = report(rt)
     assert (rep.counts.pending, rep.counts.running) == (2, 1)
-    assert rep.polling_ok is True and rep.pool_id == rt.pool_id
+    assert rep.poll.ok is True and rep.pool_id == rt.pool_id
 
-    rt.health.last_poll = now() - timedelta(seconds=rt.spec.worker.poll_interval_seconds * 31)
+    rt.health.last_poll = now() - timedelta(seconds=rt.cfg.spec.worker.poll_interval_seconds * 31)
     rep = report(rt)
-    assert rep.polling_ok is False and rep.poll_reason == c.REASON_STALE
+    assert rep.poll.ok is False and rep.poll.reason == c.REASON_STALE
 
 
 def test_report_of_a_standby_says_not_leader() -> None:
     rt, _, _ = make_runtime(leader=False)
     rt.health.lease_holder = "replica-b"
     rep = report(rt)
-    assert rep.polling_ok is False and rep.poll_reason == c.REASON_NOT_LEADER
-    assert rep.poll_error is not None and "replica-b" in rep.poll_error
+    assert rep.poll.ok is False and rep.poll.reason == c.REASON_NOT_LEADER
+    assert rep.poll.message is not None and "replica-b" in rep.poll.message
 
 
 async def test_write_status_patches_ready_and_sets_gauges() -> None:
     rt, _, kube = make_runtime()
-    rt.health.api_reachable = True
-    rt.health.polling_ok, rt.health.poll_reason = True, c.REASON_POLLING
+    rt.health.api = Condition(True)
+    rt.health.poll = Condition(True, c.REASON_POLLING)
     rt.health.last_poll = rt.health.last_heartbeat = now()
-    rt.counters.submitted = 7
+    rt.ports.counters.submitted = 7
 
     await write_status(rt)
 
@@ -207,4 +208,4 @@ async def test_write_status_patches_ready_and_sets_gauges() -> None:
     ready = next(x for x in patch["conditions"] if x["type"] == c.READY)
     assert ready["status"] == "True"
     assert patch["counts"]["submitted"] == 7
-    assert rt.metrics.pool_ready.value(*rt.metric_labels) == 1.0
+    assert rt.ports.metrics.pool_ready.value(*rt.cfg.metric_labels) == 1.0

@@ -131,7 +131,7 @@ def _ctx(kube: _Kube, **settings: Any) -> OperatorContext:
 
 
 def _auth(rt: Any) -> str | None:
-    return rt.client._http.headers.get("Authorization")  # type: ignore[no-any-return]
+    return rt.ports.client._http.headers.get("Authorization")  # type: ignore[no-any-return]
 
 
 async def test_a_refused_url_reads_no_secret_and_builds_no_client() -> None:
@@ -156,18 +156,18 @@ async def test_an_allowed_url_never_gets_the_operator_key_nor_the_job_key_secret
     )
     try:
         assert _auth(bare) is None
-        assert bare.worker_ctx is not None and bare.worker_ctx.secret_env == {}
+        assert bare.synced.worker_ctx is not None and bare.synced.worker_ctx.secret_env == {}
     finally:
-        await bare.client.aclose()
+        await bare.ports.client.aclose()
     spec = {"api": {"url": "http://127.0.0.1:4300/api", "apiKeySecretRef": {"name": "own"}}}
     own = await build_runtime(ctx, workpool_body(spec=spec))
     try:
         assert _auth(own) == "Bearer own-key"
-        assert own.worker_ctx is not None
-        assert set(own.worker_ctx.secret_env) == {"PREFECT_API_KEY"}
-        assert own.worker_ctx.secret_env["PREFECT_API_KEY"].name == "own"
+        assert own.synced.worker_ctx is not None
+        assert set(own.synced.worker_ctx.secret_env) == {"PREFECT_API_KEY"}
+        assert own.synced.worker_ctx.secret_env["PREFECT_API_KEY"].name == "own"
     finally:
-        await own.client.aclose()
+        await own.ports.client.aclose()
 
 
 async def test_the_operator_url_keeps_the_operator_key() -> None:
@@ -176,10 +176,10 @@ async def test_the_operator_url_keeps_the_operator_key() -> None:
         rt = await build_runtime(ctx, workpool_body(spec=spec or {"workQueues": []}))
         try:
             assert _auth(rt) == "Bearer operator-key"
-            assert rt.worker_ctx is not None
-            assert rt.worker_ctx.secret_env["PREFECT_API_KEY"].name == "prefect-api"
+            assert rt.synced.worker_ctx is not None
+            assert rt.synced.worker_ctx.secret_env["PREFECT_API_KEY"].name == "prefect-api"
         finally:
-            await rt.client.aclose()
+            await rt.ports.client.aclose()
 
 
 def test_the_refusal_reason_reaches_the_conditions() -> None:
@@ -204,8 +204,8 @@ async def test_the_operators_custom_headers_follow_its_url_too() -> None:
     )
     own = await build_runtime(ctx, workpool_body(spec={"workQueues": []}))
     try:
-        assert "x-proxy-token" not in other.client._http.headers  # type: ignore[attr-defined]
-        assert own.client._http.headers["x-proxy-token"] == "operator-proxy-token"  # type: ignore[attr-defined]
+        assert "x-proxy-token" not in other.ports.client._http.headers  # type: ignore[attr-defined]
+        assert own.ports.client._http.headers["x-proxy-token"] == "operator-proxy-token"  # type: ignore[attr-defined]
     finally:
-        await other.client.aclose()
-        await own.client.aclose()
+        await other.ports.client.aclose()
+        await own.ports.client.aclose()

@@ -8,7 +8,7 @@ from datetime import timedelta
 import anyio
 
 from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM
-from prefect_job_operator.dispatch.runtime import PoolRuntime
+from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.submit import poll_once
 from prefect_job_operator.dispatch.sweep import (
     CANCEL_DONE,
@@ -21,6 +21,7 @@ from prefect_job_operator.dispatch.sweep import (
 )
 from prefect_job_operator.dispatch.telemetry import Telemetry
 from prefect_job_operator.prefect_api.errors import APIUnreachable
+from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.tracking.runs import Crash, InfrastructurePending, JobGone
 from tests.unit.fakes import (
     FakeKube,
@@ -36,7 +37,7 @@ PID = f"default:{JOB}"
 
 
 def _with_job(
-    rt: PoolRuntime, kube: FakeKube, run_id: str, pod_phase: str | None = "Pending", **kw
+    rt: Pool, kube: FakeKube, run_id: str, pod_phase: str | None = "Pending", **kw
 ) -> None:
     """A Job of the run that exists in the cluster and that the watches have reported."""
     job = job_json(run_id, JOB, **kw)
@@ -54,12 +55,12 @@ async def test_cancelling_run_with_pending_pod_deletes_job_and_cancels() -> None
     run_id = client.add_run(state="CANCELLING", pid=PID)
     _with_job(rt, kube, run_id, "Pending")
 
-    await sweep_cancelling(rt)
+    await sweep_cancelling(rt.sweeper)
 
     assert kube.deleted_jobs == [("default", JOB, 30)]
     assert client.proposed(run_id) == [("CANCELLED", "Cancelled", CANCEL_PENDING, True)]
     assert client.state_of(run_id)[0] == "CANCELLED"
-    assert rt.counters.cancelled == 1
+    assert rt.ports.counters.cancelled == 1
     rec = rt.table.get(run_id)
     assert rec is not None and rec.outcome_reported
 
@@ -69,11 +70,13 @@ async def test_cancelling_running_flow_gets_grace_before_the_job_is_deleted() ->
     run_id = client.add_run(state="CANCELLING", pid=PID, start_time=now() - timedelta(minutes=5))
     _with_job(rt, kube, run_id, "Running")
 
-    await sweep_cancelling(rt)
+    await sweep_cancelling(rt.sweeper)
     assert kube.deleted_jobs == [] and client.proposed(run_id) == []
 
-    rt.cancel_seen[run_id] = now() - timedelta(seconds=rt.settings.cancel_grace_seconds + 1)
-    await sweep_cancelling(rt)
+    rt.sweeper.cancel_seen[run_id] = now() - timedelta(
+        seconds=rt.cfg.settings.cancel_grace_seconds + 1
+    )
+    await sweep_cancelling(rt.sweeper)
     assert kube.deleted_jobs == [("default", JOB, 30)]
     assert client.proposed(run_id) == [("CANCELLED", "Cancelled", CANCEL_DONE, True)]
 
@@ -83,14 +86,14 @@ async def test_cancelling_run_without_job_is_cancelled() -> None:
     no_pid = client.add_run(state="CANCELLING")
     dead_pid = client.add_run(state="CANCELLING", pid="default:long-gone-0000000000")
 
-    await sweep_cancelling(rt)
+    await sweep_cancelling(rt.sweeper)
 
     for run_id in (no_pid, dead_pid):
         [(type_, name, message, force)] = client.proposed(run_id)
         assert (type_, name, force) == ("CANCELLED", "Cancelled", True)
         assert message is not None and "(no infrastructure found)" in message
     assert kube.deleted_jobs == []
-    assert rt.counters.cancelled == 2
+    assert rt.ports.counters.cancelled == 2
 
 
 async def test_cancelling_run_with_unknown_existing_job_is_left_alone() -> None:
@@ -98,7 +101,7 @@ async def test_cancelling_run_with_unknown_existing_job_is_left_alone() -> None:
     run_id = client.add_run(state="CANCELLING", pid=PID)
     kube.jobs[("default", JOB)] = job_json(run_id, JOB)  # in the cluster, not in our table
 
-    await sweep_cancelling(rt)
+    await sweep_cancelling(rt.sweeper)
 
     assert client.proposed(run_id) == []
     assert kube.deleted_jobs == []
@@ -107,9 +110,9 @@ async def test_cancelling_run_with_unknown_existing_job_is_left_alone() -> None:
 async def test_cancelling_run_still_submitting_is_flagged_for_the_submitter() -> None:
     rt, client, _kube = make_runtime()
     run_id = client.add_run(state="CANCELLING")
-    rt.submitting.add(run_id)
-    await sweep_cancelling(rt)
-    assert run_id in rt.cancel_requested
+    rt.submitter.in_flight.add(run_id)
+    await sweep_cancelling(rt.sweeper)
+    assert run_id in rt.submitter.cancel_requested
     assert client.proposed(run_id) == []
 
 
@@ -121,7 +124,7 @@ async def test_pending_run_with_job_but_no_pid_adopts_the_job() -> None:
     run_id = client.add_run(state="PENDING", state_name="Submitting")
     _with_job(rt, kube, run_id, "Pending")
 
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
 
     assert client.runs[run_id]["infrastructure_pid"] == PID
     assert client.proposed(run_id) == []
@@ -131,12 +134,12 @@ async def test_pending_run_with_job_but_no_pid_adopts_the_job() -> None:
 async def test_pending_run_without_job_after_grace_is_resubmitted_once() -> None:
     rt, client, kube = make_runtime()
     dep = client.add_deployment()
-    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    old = now() - timedelta(seconds=rt.cfg.spec.recovery.pending_grace_seconds + 30)
     run_id = client.add_run(state="PENDING", state_time=old, deployment_id=dep)
     claim = client.runs[run_id]["state"]["id"]
 
-    await sweep_pending(rt)
-    await sweep_pending(rt)  # the second sweep finds the Job in the table
+    await sweep_pending(rt.sweeper)
+    await sweep_pending(rt.sweeper)  # the second sweep finds the Job in the table
 
     assert kube.calls["create_job"] == 1
     [job] = kube.jobs.values()
@@ -145,13 +148,13 @@ async def test_pending_run_without_job_after_grace_is_resubmitted_once() -> None
     assert client.runs[run_id]["infrastructure_pid"] == f"default:{job['metadata']['name']}"
     # A resubmission does not propose Pending again (the run is already ours).
     assert all(p[0] != "PENDING" for p in client.proposed(run_id))
-    assert rt.submitting == set()
+    assert rt.submitter.in_flight == set()
 
 
 async def test_pending_run_within_grace_or_of_another_worker_is_left_alone() -> None:
     rt, client, kube = make_runtime()
     dep = client.add_deployment()
-    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    old = now() - timedelta(seconds=rt.cfg.spec.recovery.pending_grace_seconds + 30)
     client.add_run(state="PENDING", state_time=now(), deployment_id=dep)
     client.add_run(
         state="PENDING",
@@ -159,40 +162,40 @@ async def test_pending_run_within_grace_or_of_another_worker_is_left_alone() -> 
         deployment_id=dep,
         labels={"prefect.worker.name": "KubernetesWorker 1234"},
     )
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
     assert kube.calls["create_job"] == 0
     assert client.proposals == []
 
 
 async def test_pending_run_whose_job_is_gone_is_crashed() -> None:
     rt, client, kube = make_runtime()
-    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    old = now() - timedelta(seconds=rt.cfg.spec.recovery.pending_grace_seconds + 30)
     run_id = client.add_run(state="PENDING", state_time=old, pid=PID)
 
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
 
     [(type_, _, message, force)] = client.proposed(run_id)
     assert type_ == "CRASHED" and not force
     assert message == f"Kubernetes Job {PID} no longer exists."
     assert kube.calls["create_job"] == 0
-    assert rt.counters.crashed == 1
+    assert rt.ports.counters.crashed == 1
 
 
 async def test_pending_run_whose_job_exists_is_not_crashed() -> None:
     rt, client, kube = make_runtime()
-    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    old = now() - timedelta(seconds=rt.cfg.spec.recovery.pending_grace_seconds + 30)
     run_id = client.add_run(state="PENDING", state_time=old, pid=PID)
     kube.jobs[("default", JOB)] = job_json(run_id, JOB)
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
     assert client.proposals == []
 
 
 async def test_resubmission_of_a_run_whose_deployment_is_gone_cancels() -> None:
     rt, client, kube = make_runtime()
-    old = now() - timedelta(seconds=rt.spec.recovery.pending_grace_seconds + 30)
+    old = now() - timedelta(seconds=rt.cfg.spec.recovery.pending_grace_seconds + 30)
     missing = "7a1e7c55-0000-4000-8000-00000000dead"
     run_id = client.add_run(state="PENDING", state_time=old, deployment_id=missing)
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
     assert client.proposed(run_id) == [
         ("CANCELLED", "Cancelled", f"Deployment {missing} no longer exists, cancelled run.", True)
     ]
@@ -206,12 +209,12 @@ async def test_running_run_whose_job_is_gone_is_crashed() -> None:
     rt, client, _kube = make_runtime()
     run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
 
-    await sweep_running(rt)
+    await sweep_running(rt.sweeper)
 
     [(type_, _, message, _)] = client.proposed(run_id)
     assert type_ == "CRASHED" and message == f"Kubernetes Job {PID} was deleted."
-    assert rt.counters.crashed == 1
-    assert rt.metrics.runs_crashed.value(*rt.metric_labels, "JobDeleted") == 1
+    assert rt.ports.counters.crashed == 1
+    assert rt.ports.metrics.runs_crashed.value(*rt.cfg.metric_labels, "JobDeleted") == 1
 
 
 async def test_running_run_with_live_job_is_left_alone() -> None:
@@ -222,7 +225,7 @@ async def test_running_run_with_live_job_is_left_alone() -> None:
     kube.jobs[("default", "other-job-1234567890")] = job_json(other, "other-job-1234567890")
     no_pid = client.add_run(state="RUNNING", start_time=now())
 
-    await sweep_running(rt)
+    await sweep_running(rt.sweeper)
 
     assert client.proposals == []
     assert kube.calls["read_job"] == 1  # only the Job the table does not know is read
@@ -237,7 +240,7 @@ async def test_final_cancelled_run_with_active_job_gets_job_deleted() -> None:
     completed = client.add_run(state="COMPLETED", pid=f"default:{completed_job}")
     rt.table.observe_job("ADDED", job_json(completed, completed_job, active=1))
 
-    await sweep_final_with_jobs(rt)
+    await sweep_final_with_jobs(rt.sweeper)
 
     assert kube.deleted_jobs == [("default", JOB, 30)]
     assert client.proposals == []
@@ -251,7 +254,7 @@ async def test_final_sweep_ignores_finished_jobs_and_other_submissions() -> None
     rt.table.observe_job(
         "MODIFIED", job_json(done, "fin-1", succeeded=1, conditions=[job_condition("Complete")])
     )
-    await sweep_final_with_jobs(rt)
+    await sweep_final_with_jobs(rt.sweeper)
     assert kube.deleted_jobs == []
 
 
@@ -260,7 +263,7 @@ async def test_final_sweep_ignores_finished_jobs_and_other_submissions() -> None
 
 async def test_apply_crash_proposes_crashed_and_forwards_the_log_tail() -> None:
     rt, client, kube = make_runtime()
-    rt.telemetry = Telemetry(client, worker_name=rt.worker_name, pool=rt.pool)  # type: ignore[arg-type]
+    rt.ports.telemetry = Telemetry(client, worker_name=rt.cfg.worker_name, pool=rt.synced.pool)  # type: ignore[arg-type]
     run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
     _with_job(rt, kube, run_id, None)
     pod = pod_json(run_id, JOB, phase="Failed", exit_code=1)
@@ -268,12 +271,12 @@ async def test_apply_crash_proposes_crashed_and_forwards_the_log_tail() -> None:
     actions = rt.table.observe_pod("MODIFIED", pod)
     assert [type(a) for a in actions] == [Crash]
 
-    await apply_actions(rt, actions)
+    await apply_actions(rt.sweeper, actions)
 
     [(type_, _, message, _)] = client.proposed(run_id)
     assert type_ == "CRASHED" and message is not None and "exited with code 1" in message
-    assert rt.counters.crashed == 1
-    assert any("ValueError: boom" in log.message for log in rt.telemetry.logs)
+    assert rt.ports.counters.crashed == 1
+    assert any("ValueError: boom" in log.message for log in rt.ports.telemetry.logs)
 
 
 async def test_apply_crash_with_delete_removes_job_and_skips_final_runs() -> None:
@@ -282,7 +285,7 @@ async def test_apply_crash_with_delete_removes_job_and_skips_final_runs() -> Non
     _with_job(rt, kube, run_id, None)
     rec = rt.table.get(run_id)
     assert rec is not None
-    await apply_actions(rt, [Crash(rec, "Pod did not start", delete_job=True)])
+    await apply_actions(rt.sweeper, [Crash(rec, "Pod did not start", delete_job=True)])
     assert kube.deleted_jobs == [("default", JOB, 0)]
     assert client.proposals == []
 
@@ -293,7 +296,7 @@ async def test_apply_crash_of_superseded_job_does_nothing() -> None:
     _with_job(rt, kube, run_id, None)
     rec = rt.table.get(run_id)
     assert rec is not None
-    await apply_actions(rt, [Crash(rec, "boom", delete_job=True)])
+    await apply_actions(rt.sweeper, [Crash(rec, "boom", delete_job=True)])
     assert kube.deleted_jobs == [] and client.proposals == []
 
 
@@ -307,7 +310,7 @@ async def test_apply_job_gone_cancels_cancelling_and_crashes_running() -> None:
         actions += rt.table.observe_job("DELETED", job_json(run_id, name, active=1))
     assert [type(a) for a in actions] == [JobGone, JobGone]
 
-    await apply_actions(rt, actions)
+    await apply_actions(rt.sweeper, actions)
 
     assert client.proposed(cancelling) == [("CANCELLED", "Cancelled", CANCEL_DONE, True)]
     assert client.proposed(running) == [
@@ -323,12 +326,12 @@ async def test_apply_infrastructure_pending_unless_still_submitting() -> None:
     [action] = rt.table.observe_pod("ADDED", pod_json(run_id, JOB))
     assert isinstance(action, InfrastructurePending)
 
-    rt.submitting.add(run_id)
-    await apply_actions(rt, [action])
+    rt.submitter.in_flight.add(run_id)
+    await apply_actions(rt.sweeper, [action])
     assert client.proposals == []
 
-    rt.submitting.clear()
-    await apply_actions(rt, [action])
+    rt.submitter.in_flight.clear()
+    await apply_actions(rt.sweeper, [action])
     assert client.state_of(run_id) == ("PENDING", "InfrastructurePending")
 
 
@@ -340,7 +343,7 @@ async def test_apply_failure_is_logged_and_retried_later() -> None:
     assert len(actions) == 1
     client.fail["read_flow_run"] = APIUnreachable(None, "Prefect API unreachable")
 
-    await apply_actions(rt, actions)  # must not raise
+    await apply_actions(rt.sweeper, actions)  # must not raise
 
     rec = rt.table.get(run_id)
     assert rec is not None and not rec.outcome_reported
@@ -361,16 +364,16 @@ async def test_crash_that_failed_to_reach_prefect_is_retried_by_the_periodic_loo
     actions = rt.table.observe_pod("MODIFIED", oom)
     assert [type(a) for a in actions] == [Crash]
     client.fail["read_flow_run"] = APIUnreachable(None, "Prefect API unreachable")
-    await apply_actions(rt, actions)
+    await apply_actions(rt.sweeper, actions)
     assert client.state_of(run_id)[0] == "RUNNING"
 
     del client.fail["read_flow_run"]
     for _ in range(6):
-        await apply_actions(rt, rt.table.check_deadlines(now()))
-        await sweep_cancelling(rt)
-        await sweep_pending(rt)
-        await sweep_running(rt)
-        await sweep_final_with_jobs(rt)
+        await apply_actions(rt.sweeper, rt.table.check_deadlines(now()))
+        await sweep_cancelling(rt.sweeper)
+        await sweep_pending(rt.sweeper)
+        await sweep_running(rt.sweeper)
+        await sweep_final_with_jobs(rt.sweeper)
 
     assert client.state_of(run_id)[0] == "CRASHED"
     assert "OOMKilled" in client.runs[run_id]["state"]["message"]
@@ -386,7 +389,7 @@ async def test_resubmission_adopts_a_job_the_table_missed() -> None:
     run_id = client.add_run(deployment_id=client.add_deployment())
     client.fail["set_infrastructure_pid"] = APIUnreachable(None, "Prefect API unreachable")
     async with anyio.create_task_group() as tg:
-        await poll_once(rt1, tg, anyio.CapacityLimiter(4))
+        await poll_once(rt1.submitter, tg, anyio.CapacityLimiter(4))
     [job] = kube.jobs.values()
     assert client.state_of(run_id) == ("PENDING", "Pending")
     rec1 = rt1.table.get(run_id)
@@ -394,9 +397,9 @@ async def test_resubmission_adopts_a_job_the_table_missed() -> None:
     del client.fail["set_infrastructure_pid"]
 
     rt2, _, _ = make_runtime(kube=kube, client=client)
-    grace = rt2.spec.recovery.pending_grace_seconds
+    grace = rt2.cfg.spec.recovery.pending_grace_seconds
     client.runs[run_id]["state"]["timestamp"] = (now() - timedelta(seconds=grace + 30)).isoformat()
-    await sweep_pending(rt2)
+    await sweep_pending(rt2.sweeper)
 
     names = [j["metadata"]["name"] for j in kube.jobs.values()]
     assert names == [job["metadata"]["name"]], "the flow run must not get a second Job"
@@ -410,12 +413,12 @@ async def test_failed_pid_followup_is_adopted_by_the_same_replicas_sweep() -> No
     run_id = client.add_run(deployment_id=client.add_deployment())
     client.fail["set_infrastructure_pid"] = APIUnreachable(None, "Prefect API unreachable")
     async with anyio.create_task_group() as tg:
-        await poll_once(rt, tg, anyio.CapacityLimiter(4))
+        await poll_once(rt.submitter, tg, anyio.CapacityLimiter(4))
     del client.fail["set_infrastructure_pid"]
     [job] = kube.jobs.values()
 
-    await sweep_pending(rt)
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
+    await sweep_pending(rt.sweeper)
 
     assert client.runs[run_id]["infrastructure_pid"] == f"default:{job['metadata']['name']}"
     assert client.calls["set_infrastructure_pid"] == 2  # the failed one, then one adoption
@@ -431,7 +434,7 @@ async def test_queued_pid_is_not_written_twice_by_the_sweep() -> None:
     rt.table.pid_queued(run_id)
     client.set_state(run_id, "PENDING", "Pending")
 
-    await sweep_pending(rt)
+    await sweep_pending(rt.sweeper)
 
     assert client.calls["set_infrastructure_pid"] == 0
 
@@ -443,36 +446,37 @@ def test_recovery_sweep_runs_first_then_by_interval_and_yields_to_a_backlog() ->
     )
 
     rt, _, _ = make_runtime(spec={"worker": {"submitConcurrency": 2}})
-    every = rt.settings.recovery_sweep_interval_seconds
+    every = rt.cfg.settings.recovery_sweep_interval_seconds
     assert recovery_sweep_due(rt, 1000.0)  # the first tick of a term
     assert not recovery_sweep_due(rt, 1000.0 + every / 2)
     assert recovery_sweep_due(rt, 1000.0 + every)
 
-    rt.submitting.update({"a", "b"})  # a backlog: as many runs waiting as there are slots
+    rt.submitter.in_flight.update({"a", "b"})  # a backlog: as many runs waiting as there are slots
     t = 1000.0 + 2 * every
     deferred = [recovery_sweep_due(rt, t + i) for i in range(MAX_DEFERRED_RECOVERY_SWEEPS)]
     assert deferred == [False] * MAX_DEFERRED_RECOVERY_SWEEPS
     assert recovery_sweep_due(rt, t + MAX_DEFERRED_RECOVERY_SWEEPS)  # never starved for good
 
-    rt.last_recovery_sweep = None  # a new leadership term recovers at once, backlog or not
+    rt.state.last_recovery_sweep = None  # a new leadership term recovers at once, backlog or not
     assert recovery_sweep_due(rt, t + 100)
 
 
 async def test_crash_log_tail_is_upstreams_500_lines_by_default_and_a_setting() -> None:
     """Issue #10 item 10: the tail was fixed at 50 lines; upstream forwards 500."""
     for setting, expected in ((None, 500), (120, 120), (0, 0)):
-        rt, client, kube = make_runtime()
+        settings = OperatorSettings()
         if setting is not None:
-            rt.settings = rt.settings.model_copy(update={"crash_log_tail_lines": setting})
-        rt.telemetry = Telemetry(client, worker_name=rt.worker_name, pool=rt.pool)  # type: ignore[arg-type]
+            settings = settings.model_copy(update={"crash_log_tail_lines": setting})
+        rt, client, kube = make_runtime(settings=settings)
+        rt.ports.telemetry = Telemetry(client, worker_name=rt.cfg.worker_name, pool=rt.synced.pool)  # type: ignore[arg-type]
         run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
         _with_job(rt, kube, run_id, None)
         pod = pod_json(run_id, JOB, phase="Failed", exit_code=1)
         kube.pod_logs[("default", pod["metadata"]["name"])] = "".join(
             f"line {i:04d}\n" for i in range(1000)
         )
-        await apply_actions(rt, rt.table.observe_pod("MODIFIED", pod))
-        forwarded = [log.message for log in rt.telemetry.logs if "line " in log.message]
+        await apply_actions(rt.sweeper, rt.table.observe_pod("MODIFIED", pod))
+        forwarded = [log.message for log in rt.ports.telemetry.logs if "line " in log.message]
         if expected == 0:
             assert forwarded == [] and kube.calls.get("pod_log_tail", 0) == 0
             continue
@@ -496,7 +500,7 @@ async def test_pod_watch_timeout_reads_the_pods_first_and_adopts_a_running_one()
 
     actions = rt.table.check_deadlines(now())
     assert [type(a) for a in actions] == [Crash] and actions[0].unconfirmed  # type: ignore[union-attr]
-    await apply_actions(rt, actions)
+    await apply_actions(rt.sweeper, actions)
 
     assert kube.calls["list_pods"] == 1
     assert kube.deleted_jobs == []
@@ -519,7 +523,7 @@ async def test_pod_watch_timeout_without_any_pod_names_the_failed_create_reason(
         {"reason": "FailedCreate", "message": why, "lastTimestamp": "2026-01-01T00:00:05Z"},
     ]
 
-    await apply_actions(rt, rt.table.check_deadlines(now()))
+    await apply_actions(rt.sweeper, rt.table.check_deadlines(now()))
 
     assert client.state_of(run_id)[0] == "CRASHED"
     message = client.runs[run_id]["state"]["message"]
@@ -544,7 +548,7 @@ async def test_a_failed_job_seen_before_its_pods_reports_the_pods_exit_code() ->
     assert [type(a) for a in actions] == [Crash]
     assert "BackoffLimitExceeded" in actions[0].message  # type: ignore[union-attr]
 
-    await apply_actions(rt, actions)
+    await apply_actions(rt.sweeper, actions)
 
     message = client.runs[run_id]["state"]["message"]
     assert "exited with code 4" in message and "BackoffLimitExceeded" not in message

@@ -1,14 +1,20 @@
-"""The live state of one WorkPool on this replica, shared by its loops."""
+"""The pieces one WorkPool's loops share, each with one owner (ARCHITECTURE.md, "State").
+
+`PoolConfig` is fixed; `Ports` is the outside world; `SyncedPool`, `NamespaceAccess`,
+`Health`, `LoopState` are mutable state, each written by one module. The run table
+(`tracking.runs`), the submitter (`dispatch.submit`) and the sweeper (`dispatch.sweep`) own the
+rest; `dispatch.pool.Pool` puts them together.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import anyio
-
+from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.job_namespaces import (
     ALL,
     NamespaceReport,
@@ -25,7 +31,12 @@ from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.rendering import WorkerContext
 from prefect_job_operator.security.job_credentials import OperatorKeyUse
 from prefect_job_operator.settings import OperatorSettings
-from prefect_job_operator.tracking.runs import RunTable
+from prefect_job_operator.writeback.outcomes import (
+    UNKNOWN,
+    Condition,
+    poll_is_stale,
+    stale_poll,
+)
 from prefect_job_operator.writeback.prefect_states import StateWriter
 
 log = logging.getLogger(__name__)
@@ -33,16 +44,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Health:
-    """What the CR status and /healthz report; written by the loops, read by both."""
+    """What the CR status and /readyz report of a pool; the worker loop (dispatch/worker.py)
+    writes it, the status writer and the registry read it."""
 
-    api_reachable: bool | None = None
-    api_error: str | None = None
-    pool_synced: bool | None = None
-    sync_reason: str | None = None
-    sync_error: str | None = None
-    polling_ok: bool | None = None
-    poll_reason: str | None = None
-    poll_error: str | None = None
+    api: Condition = UNKNOWN
+    sync: Condition = UNKNOWN
+    poll: Condition = UNKNOWN
     last_poll: datetime | None = None
     last_heartbeat: datetime | None = None
     leader: bool = False
@@ -52,17 +59,18 @@ class Health:
     namespaces: NamespaceReport | None = None
     """The JobNamespaces condition (None until the first sync)."""
 
-
-POLL_STALE_FACTOR = 30
-"""BaseWorker's rule: a worker is healthy while its last poll is within 30 poll intervals."""
-
-
-def poll_is_stale(last_poll: datetime | None, poll_interval_seconds: float, now: datetime) -> bool:
-    """BaseWorker's 30-interval rule, the one place it lives. A pool that never polled is not
-    stale here (its condition says Pending until the first poll)."""
-    if last_poll is None:
-        return False
-    return (now - last_poll).total_seconds() > poll_interval_seconds * POLL_STALE_FACTOR
+    def polling(self, poll_interval_seconds: float, now: datetime) -> Condition:
+        """The Polling condition as reported: a standby does not poll, a failing loop and a
+        stale poll (BaseWorker's rule) override what the last poll said."""
+        if not self.leader:
+            message = f"Another replica ({self.lease_holder}) holds this pool's Lease."
+            return Condition(False, c.REASON_NOT_LEADER, message)
+        if self.loop_errors:
+            errors = "; ".join(self.loop_errors[k] for k in sorted(self.loop_errors))
+            return Condition(False, c.REASON_LOOP_FAILED, errors[:1000])
+        if self.poll.ok and poll_is_stale(self.last_poll, poll_interval_seconds, now):
+            return stale_poll(poll_interval_seconds)
+        return self.poll
 
 
 @dataclass
@@ -93,77 +101,38 @@ class LoopProgress:
 
 
 @dataclass
+class LoopState:
+    """The worker loop's own bookkeeping of a pool (dispatch/worker.py writes it)."""
+
+    seeded: bool = False
+    """The existing Jobs and pods were listed once (restart safety)."""
+    last_recovery_sweep: float | None = None
+    recovery_sweeps_deferred: int = 0
+
+
+@dataclass
 class Counters:
+    """Cumulative run counts of the CR status. ``submitted``: the submitter; ``crashed`` and
+    ``cancelled``: the state writer's outcome callback (`Ports.record_outcome`)."""
+
     submitted: int = 0
     crashed: int = 0
     cancelled: int = 0
 
 
-@dataclass
-class PoolRuntime:
-    """Everything the loops of one WorkPool share. Built by the pool daemon."""
+@dataclass(frozen=True)
+class PoolConfig:
+    """What one generation of a WorkPool is: fixed for the life of its runtime."""
 
     namespace: str
     name: str
     uid: str
-    body: dict[str, Any]
+    body: Mapping[str, Any]
     spec: WorkPoolSpec
     generation: int
     settings: OperatorSettings
-    kube: Kube
-    metrics: Metrics
-    client: PrefectClient
-    writer: StateWriter
-    worker_ctx: WorkerContext | None = None
     operator_key: OperatorKeyUse | None = None
     """Set when Jobs would get a copy of the operator-wide credentials (admin-gated)."""
-    pool: dict[str, Any] = field(default_factory=dict)
-    template: dict[str, Any] = field(default_factory=dict)
-    table: RunTable = field(default_factory=RunTable)
-    submitting: set[str] = field(default_factory=set)
-    cancel_requested: set[str] = field(default_factory=set)
-    cancel_seen: dict[str, datetime] = field(default_factory=dict)
-    flows: dict[str, dict[str, Any]] = field(default_factory=dict)
-    health: Health = field(default_factory=Health)
-    counters: Counters = field(default_factory=Counters)
-    invalid_spec: str | None = None
-    seeded: bool = False
-    telemetry: Telemetry | None = None
-    events: EventSink | None = None
-    loops: LoopProgress = field(default_factory=LoopProgress)
-    followup_limiter: anyio.CapacityLimiter = field(init=False)
-    """Bounds the pid/labels writes that trail the Job creates: half the submission slots,
-    so bookkeeping keeps up without taking the server from the claims of a burst."""
-    forbidden: dict[str, str] = field(default_factory=dict)
-    """Job namespaces (or '*') the operator's RBAC refused to list → the missing permission."""
-    last_recovery_sweep: float | None = None
-    recovery_sweeps_deferred: int = 0
-
-    def __post_init__(self) -> None:
-        self.writer.on_outcome = self.record_outcome
-        self.table.infra_pending_after = self.settings.infrastructure_pending_after_seconds
-        self.followup_limiter = anyio.CapacityLimiter(
-            max(2, self.spec.worker.submit_concurrency // 2)
-        )
-
-    def record_outcome(self, kind: str, reason: str) -> None:
-        """Counters for the CR status and metrics, from the one place states are written."""
-        if kind == "crashed":
-            self.counters.crashed += 1
-            self.metrics.runs_crashed.inc(*self.metric_labels, reason)
-        elif kind == "cancelled":
-            self.counters.cancelled += 1
-            self.metrics.runs_cancelled.inc(*self.metric_labels)
-
-    def telemetry_log(self, flow_run_id: str, level: int, message: str) -> None:
-        """A worker log line on the flow run (shown in the Prefect UI), batched."""
-        if self.telemetry is not None:
-            self.telemetry.run_log(flow_run_id, level, message)
-
-    async def event_k8s(self, type_: str, reason: str, message: str) -> None:
-        """A Kubernetes Event on the WorkPool; never fails the caller."""
-        if self.events is not None:
-            await self.events.post(self.body, type_, reason, message)
 
     @property
     def key(self) -> str:
@@ -182,40 +151,108 @@ class PoolRuntime:
     def worker_name(self) -> str:
         return self.spec.resolved_worker_name
 
+
+@dataclass
+class SyncedPool:
+    """What the last sync learned of the Prefect pool. Written by `dispatch.sync.sync_pool`
+    (pool, template) and `pool_factory.bind_pool_id` (the worker context's pool id)."""
+
+    worker_ctx: WorkerContext
+    pool: dict[str, Any] = field(default_factory=dict)
+    template: dict[str, Any] = field(default_factory=dict)
+
     @property
     def pool_id(self) -> str | None:
         pid = self.pool.get("id")
         return str(pid) if pid else None
 
-    def namespace_scope(self, *, with_forbidden: bool = True) -> NamespaceScope:
+
+@dataclass
+class Ports:
+    """The outside world of one pool: Prefect (client and state writer), Kubernetes, Events,
+    metrics, and the batched worker telemetry (set by the worker loop for each term)."""
+
+    cfg: PoolConfig
+    client: PrefectClient
+    writer: StateWriter
+    kube: Kube
+    metrics: Metrics
+    counters: Counters = field(default_factory=Counters)
+    events: EventSink | None = None
+    telemetry: Telemetry | None = None
+
+    def __post_init__(self) -> None:
+        self.writer.on_outcome = self.record_outcome
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return self.cfg.metric_labels
+
+    def record_outcome(self, kind: str, reason: str) -> None:
+        """Counters for the CR status and metrics, from the one place states are written."""
+        if kind == "crashed":
+            self.counters.crashed += 1
+            self.metrics.runs_crashed.inc(*self.labels, reason)
+        elif kind == "cancelled":
+            self.counters.cancelled += 1
+            self.metrics.runs_cancelled.inc(*self.labels)
+
+    def run_log(self, flow_run_id: str, level: int, message: str) -> None:
+        """A worker log line on the flow run (shown in the Prefect UI), batched."""
+        if self.telemetry is not None:
+            self.telemetry.run_log(flow_run_id, level, message)
+
+    async def event_k8s(self, type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the WorkPool; never fails the caller."""
+        if self.events is not None:
+            await self.events.post(self.cfg.body, type_, reason, message)
+
+
+@dataclass
+class NamespaceAccess:
+    """Where this pool's Jobs may go. ``forbidden`` is written by `worker.seed_table` only
+    (a 403 listing a namespace); submit and sweep read it through the methods."""
+
+    cfg: PoolConfig
+    forbidden: dict[str, str] = field(default_factory=dict)
+    """Job namespaces (or '*') the operator's RBAC refused to list → the missing permission."""
+
+    def refused(self, namespace: str, message: str) -> None:
+        self.forbidden[namespace] = message
+
+    def granted(self, namespace: str) -> None:
+        self.forbidden.pop(namespace, None)
+
+    def scope(self, *, with_forbidden: bool = True) -> NamespaceScope:
         """What `api.job_namespaces.namespace_refusal` needs to judge this pool's namespaces."""
+        cfg = self.cfg
         return NamespaceScope(
-            workpool_namespace=self.namespace,
-            job_namespaces=tuple(self.spec.job_namespaces),
-            policy=self.settings.namespace_policy,
-            watched=tuple(self.settings.namespaces),
+            workpool_namespace=cfg.namespace,
+            job_namespaces=tuple(cfg.spec.job_namespaces),
+            policy=cfg.settings.namespace_policy,
+            watched=tuple(cfg.settings.namespaces),
             forbidden=dict(self.forbidden) if with_forbidden else None,
-            operator_key=self.operator_key,
+            operator_key=cfg.operator_key,
         )
 
-    def job_namespace_refusal(self, namespace: str) -> Refusal | None:
+    def refusal(self, namespace: str) -> Refusal | None:
         """Why a Job may not go to `namespace` (the one rule); None when it may."""
-        return namespace_refusal(namespace, self.namespace_scope())
+        return namespace_refusal(namespace, self.scope())
 
-    def listable_namespaces(self) -> list[str] | None:
-        """`watched_namespaces` without those the operator's RBAC refused (None = anywhere)."""
-        watched = self.watched_namespaces()
+    def listable(self) -> list[str] | None:
+        """`watched` without those the operator's RBAC refused (None = anywhere)."""
+        watched = self.watched()
         if watched is None:
             return None
         return [n for n in watched if n not in self.forbidden]
 
-    def watched_namespaces(self) -> list[str] | None:
+    def watched(self) -> list[str] | None:
         """Where this pool's Jobs may live and the operator can see; None = anywhere."""
-        scope = self.namespace_scope(with_forbidden=False)
-        if ALL in self.spec.job_namespaces:
+        scope = self.scope(with_forbidden=False)
+        if ALL in self.cfg.spec.job_namespaces:
             if not scope.watched:
                 return None
             candidates: list[str] = list(scope.watched)
         else:
-            candidates = list(self.spec.job_namespaces)
+            candidates = list(self.cfg.spec.job_namespaces)
         return [n for n in candidates if not scope.watched or n in scope.watched]

@@ -20,14 +20,15 @@ from typing import Any
 from prefect_job_operator import clock
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.conditions import REASON_TEMPLATE_ENV_UNDECLARED
-from prefect_job_operator.dispatch.runtime import PoolRuntime
-from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.dispatch.runtime import PoolConfig, Ports, SyncedPool
+from prefect_job_operator.kube.client import Kube, KubeError
+from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import (
     ValidationFailed,
     WorkPoolAlreadyExists,
     WorkPoolNotFound,
 )
-from prefect_job_operator.prefect_api.models import Worker
+from prefect_job_operator.prefect_api.models import Worker, WorkPool
 from prefect_job_operator.rendering import default_base_job_template, is_stock_template
 from prefect_job_operator.rendering.templating import undeclared_env_placeholders
 
@@ -43,15 +44,15 @@ class SyncProblem(Exception):
         self.message = message
 
 
-async def desired_template(rt: PoolRuntime) -> dict[str, Any] | None:
+async def desired_template(cfg: PoolConfig, kube: Kube) -> dict[str, Any] | None:
     """The template the spec asks for, or None when the spec names none."""
-    spec = rt.spec
+    spec = cfg.spec
     if spec.base_job_template:
         return dict(spec.base_job_template)
     if spec.base_job_template_from is not None:
         ref = spec.base_job_template_from.config_map_key_ref
         try:
-            text = await rt.kube.read_configmap_value(rt.namespace, ref.name, ref.key)
+            text = await kube.read_configmap_value(cfg.namespace, ref.name, ref.key)
         except KubeError as exc:
             raise SyncProblem(
                 "TemplateNotFound", f"Cannot read ConfigMap {ref.name} key {ref.key}: {exc}"
@@ -91,14 +92,14 @@ def owner_variable(pool_name: str) -> str:
     return OWNER_VARIABLE_PREFIX + hashlib.sha256(pool_name.encode()).hexdigest()[:16]
 
 
-def owner_record(rt: PoolRuntime) -> dict[str, str]:
+def owner_record(cfg: PoolConfig) -> dict[str, str]:
     return {
-        "namespace": rt.namespace,
-        "name": rt.name,
-        "uid": rt.uid,
-        "instance": rt.settings.instance,
-        "worker": rt.worker_name,
-        "pool": rt.pool_name,
+        "namespace": cfg.namespace,
+        "name": cfg.name,
+        "uid": cfg.uid,
+        "instance": cfg.settings.instance,
+        "worker": cfg.worker_name,
+        "pool": cfg.pool_name,
     }
 
 
@@ -134,65 +135,103 @@ def foreign_owner(record: Any, me: Mapping[str, str], online: set[str]) -> Mappi
     return record if record.get("worker") in online else None
 
 
-async def claim_pool(rt: PoolRuntime) -> None:
+async def claim_pool(cfg: PoolConfig, client: PrefectClient) -> None:
     """Refuse to run a Prefect pool another live WorkPool runs; else record ourselves."""
-    name = owner_variable(rt.pool_name)
-    me = owner_record(rt)
-    record = await rt.client.read_variable_by_name(name)
+    name = owner_variable(cfg.pool_name)
+    me = owner_record(cfg)
+    record = await client.read_variable_by_name(name)
     if isinstance(record, Mapping) and not is_same_owner(record, me):
-        workers = await rt.client.read_workers(rt.pool_name)
+        workers = await client.read_workers(cfg.pool_name)
         other = foreign_owner(record, me, online_workers(workers, clock.now()))
         if other is not None:
             raise SyncProblem(
                 c.REASON_POOL_CLAIMED,
-                f'Prefect work pool "{rt.pool_name}" is already run by WorkPool '
+                f'Prefect work pool "{cfg.pool_name}" is already run by WorkPool '
                 f"{other.get('namespace')}/{other.get('name')} (uid {other.get('uid')}, "
                 f"operator instance {other.get('instance')}); this WorkPool does not dispatch. "
                 "Give one of them another spec.poolName, or delete one.",
             )
     if record != me:
-        await rt.client.write_variable(name, me, tags=[OWNER_TAG])
+        await client.write_variable(name, me, tags=[OWNER_TAG])
 
 
-async def sync_pool(rt: PoolRuntime) -> list[str]:
-    """Create or update the Prefect pool; return what changed (for Events)."""
-    spec = rt.spec
-    client = rt.client
-    wanted_template = await desired_template(rt)
+async def sync_pool(cfg: PoolConfig, ports: Ports, synced: SyncedPool) -> list[str]:
+    """Create or update the Prefect pool; return what changed (for Events). On success the
+    synced pool holds the Prefect pool as read and the template Jobs are rendered from."""
+    wanted_template = await desired_template(cfg, ports.kube)
     if wanted_template is not None:
-        check_template_env(rt, wanted_template)
+        check_template_env(cfg, wanted_template)
     changes: list[str] = []
-    limit_managed, limit = spec.managed_concurrency_limit
+    pool = await _read_or_create(cfg, ports.client, wanted_template, changes)
+    await claim_pool(cfg, ports.client)  # before any write: a second WorkPool changes nothing
+    updates = _updates(cfg, pool, wanted_template)
+    if updates:
+        try:
+            await ports.client.update_work_pool(cfg.pool_name, **updates)
+        except ValidationFailed as exc:
+            raise SyncProblem(
+                "TemplateRejected", f"Prefect rejected the pool update: {exc}"
+            ) from None
+        changes.append("Updated " + ", ".join(sorted(updates)))
+        pool = await ports.client.read_work_pool(cfg.pool_name)
+    if pool.type != cfg.spec.type:
+        log.warning(
+            "Worker type mismatch: pool %s has type %r, the WorkPool says %r",
+            cfg.pool_name,
+            pool.type,
+            cfg.spec.type,
+        )
+    template = pool.base_job_template or default_base_job_template(cfg.namespace)
+    check_template_env(cfg, template)
+    synced.pool = pool.model_dump(mode="json")
+    synced.template = template
+    return changes
+
+
+async def _read_or_create(
+    cfg: PoolConfig,
+    client: PrefectClient,
+    wanted_template: dict[str, Any] | None,
+    changes: list[str],
+) -> WorkPool:
+    """The Prefect pool, created first when missing and the spec allows it."""
+    spec = cfg.spec
     try:
-        pool = await client.read_work_pool(rt.pool_name)
+        return await client.read_work_pool(cfg.pool_name)
     except WorkPoolNotFound:
         if not spec.create_if_missing:
             raise SyncProblem(
                 "PoolNotFound",
-                f'Work pool "{rt.pool_name}" does not exist and spec.createIfMissing is false.',
+                f'Work pool "{cfg.pool_name}" does not exist and spec.createIfMissing is false.',
             ) from None
-        try:
-            await client.create_work_pool(
-                rt.pool_name,
-                type=spec.type,
-                base_job_template=wanted_template or default_base_job_template(rt.namespace),
-                description=spec.description,
-                concurrency_limit=limit,
-                is_paused=bool(spec.paused),
-            )
-            changes.append("Created")
-        except WorkPoolAlreadyExists:
-            pass  # another replica or worker won the race; read it below
-        except ValidationFailed as exc:
-            raise SyncProblem("TemplateRejected", f"Prefect rejected the pool: {exc}") from None
-        pool = await client.read_work_pool(rt.pool_name)
+    try:
+        await client.create_work_pool(
+            cfg.pool_name,
+            type=spec.type,
+            base_job_template=wanted_template or default_base_job_template(cfg.namespace),
+            description=spec.description,
+            concurrency_limit=spec.managed_concurrency_limit[1],
+            is_paused=bool(spec.paused),
+        )
+        changes.append("Created")
+    except WorkPoolAlreadyExists:
+        pass  # another replica or worker won the race; read it below
+    except ValidationFailed as exc:
+        raise SyncProblem("TemplateRejected", f"Prefect rejected the pool: {exc}") from None
+    return await client.read_work_pool(cfg.pool_name)
 
-    await claim_pool(rt)  # before any write: a second WorkPool changes nothing
+
+def _updates(
+    cfg: PoolConfig, pool: WorkPool, wanted_template: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the Prefect pool must change to match the spec (pure)."""
+    spec = cfg.spec
+    limit_managed, limit = spec.managed_concurrency_limit
     updates: dict[str, Any] = {}
     if wanted_template is not None and pool.base_job_template != wanted_template:
         updates["base_job_template"] = wanted_template
-    elif wanted_template is None and _wants_default(pool.base_job_template, rt.namespace):
-        updates["base_job_template"] = default_base_job_template(rt.namespace)
+    elif wanted_template is None and _wants_default(pool.base_job_template, cfg.namespace):
+        updates["base_job_template"] = default_base_job_template(cfg.namespace)
     if spec.description is not None and pool.description != spec.description:
         updates["description"] = spec.description
     # Unset in the spec = not managed: a pause or limit set in the Prefect UI/CLI stays.
@@ -200,27 +239,7 @@ async def sync_pool(rt: PoolRuntime) -> list[str]:
         updates["concurrency_limit"] = limit
     if spec.paused is not None and pool.is_paused != spec.paused:
         updates["is_paused"] = spec.paused
-    if updates:
-        try:
-            await client.update_work_pool(rt.pool_name, **updates)
-        except ValidationFailed as exc:
-            raise SyncProblem(
-                "TemplateRejected", f"Prefect rejected the pool update: {exc}"
-            ) from None
-        changes.append("Updated " + ", ".join(sorted(updates)))
-        pool = await client.read_work_pool(rt.pool_name)
-    if pool.type != spec.type:
-        log.warning(
-            "Worker type mismatch: pool %s has type %r, the WorkPool says %r",
-            rt.pool_name,
-            pool.type,
-            spec.type,
-        )
-    template = pool.base_job_template or default_base_job_template(rt.namespace)
-    check_template_env(rt, template)
-    rt.pool = pool.model_dump(mode="json")
-    rt.template = template
-    return changes
+    return updates
 
 
 def _wants_default(current: dict[str, Any] | None, namespace: str) -> bool:
@@ -230,9 +249,9 @@ def _wants_default(current: dict[str, Any] | None, namespace: str) -> bool:
     return is_stock_template(current) and current != default_base_job_template(namespace)
 
 
-def check_template_env(rt: PoolRuntime, template: dict[str, Any]) -> None:
+def check_template_env(cfg: PoolConfig, template: dict[str, Any]) -> None:
     """An undeclared `{{ $NAME }}` stops the pool here, not as an empty string in every Job."""
-    missing = undeclared_env_placeholders(template.get("job_configuration"), rt.spec.template_env)
+    missing = undeclared_env_placeholders(template.get("job_configuration"), cfg.spec.template_env)
     if missing:
         raise SyncProblem(
             REASON_TEMPLATE_ENV_UNDECLARED,
@@ -242,8 +261,8 @@ def check_template_env(rt: PoolRuntime, template: dict[str, Any]) -> None:
         )
 
 
-async def heartbeat(rt: PoolRuntime) -> None:
+async def heartbeat(cfg: PoolConfig, client: PrefectClient) -> None:
     """The REST heartbeat: the worker shows ONLINE and the pool READY."""
-    await rt.client.heartbeat(
-        rt.pool_name, rt.worker_name, rt.spec.worker.heartbeat_interval_seconds
+    await client.heartbeat(
+        cfg.pool_name, cfg.worker_name, cfg.spec.worker.heartbeat_interval_seconds
     )

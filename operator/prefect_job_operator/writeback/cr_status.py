@@ -7,12 +7,13 @@ poll would flip Polling back and forth.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect_job_operator.api import conditions as c
-from prefect_job_operator.writeback.outcomes import PoolReport
+from prefect_job_operator.writeback.outcomes import Condition, PoolReport
 
 MAX_MESSAGE_LENGTH = 1024
 """metav1.Condition allows 32 KiB; a screenful is what `kubectl describe` readers want."""
@@ -79,84 +80,87 @@ def set_condition(
 
 
 def _facet(
-    ok: bool | None,
-    *,
-    true_reason: str,
-    false_reason: str | None,
-    default_false_reason: str,
-    error: str | None,
-    true_message: str,
-) -> tuple[bool | None, str, str]:
-    if ok is True:
-        return True, true_reason, true_message
-    if ok is False:
-        return False, false_reason or default_false_reason, error or default_false_reason
-    return None, c.REASON_PENDING, "Not observed yet."
+    observed: Condition, *, true_reason: str, default_false_reason: str, true_message: str
+) -> Condition:
+    """An observed condition as the status shows it: every field filled."""
+    if observed.ok is True:
+        return Condition(True, true_reason, true_message)
+    if observed.ok is False:
+        return Condition(
+            False,
+            observed.reason or default_false_reason,
+            observed.message or default_false_reason,
+        )
+    return Condition(None, c.REASON_PENDING, "Not observed yet.")
 
 
-def _facets(report: PoolReport) -> dict[str, tuple[bool | None, str, str]]:
-    """Status, reason and message of the three observed conditions, in priority order."""
+def _invalid(report: PoolReport) -> Condition | None:
+    """Why the spec cannot be acted on, as a condition (None: it can)."""
+    if report.invalid_spec is None:
+        return None
+    return Condition(False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec)
+
+
+def _facets(report: PoolReport) -> dict[str, Condition]:
+    """The three observed conditions, in priority order."""
     api = _facet(
-        report.api_reachable,
+        report.api,
         true_reason=c.REASON_REACHABLE,
-        false_reason=report.api_reason,
         default_false_reason=c.REASON_UNREACHABLE,
-        error=report.api_error,
         true_message="The Prefect API answered.",
     )
-    if report.invalid_spec is not None:
-        invalid = (False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec)
+    invalid = _invalid(report)
+    if invalid is not None:
         return {c.API_REACHABLE: api, c.POOL_SYNCED: invalid, c.POLLING: invalid}
+    synced = (
+        f"Work pool {report.pool_name!r} matches the spec."
+        if report.pool_name
+        else "The work pool matches the spec."
+    )
     return {
         c.API_REACHABLE: api,
         c.POOL_SYNCED: _facet(
-            report.pool_synced,
+            report.sync,
             true_reason=c.REASON_SYNCED,
-            false_reason=report.sync_reason,
             default_false_reason=c.REASON_SYNC_FAILED,
-            error=report.sync_error,
-            true_message=(
-                f"Work pool {report.pool_name!r} matches the spec."
-                if report.pool_name
-                else "The work pool matches the spec."
-            ),
+            true_message=synced,
         ),
         c.POLLING: _facet(
-            report.polling_ok,
+            report.poll,
             true_reason=c.REASON_POLLING,
-            false_reason=report.poll_reason,
             default_false_reason=c.REASON_POLL_FAILED,
-            error=report.poll_error,
             true_message="Polling for scheduled flow runs.",
         ),
     }
 
 
-def _namespaces(report: PoolReport) -> tuple[bool | None, str, str]:
+def _namespaces(report: PoolReport) -> Condition:
     """The JobNamespaces condition: api.job_namespaces' verdict, Unknown before the first."""
-    if report.invalid_spec is not None:
-        return False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec
+    invalid = _invalid(report)
+    if invalid is not None:
+        return invalid
     ns = report.job_namespaces
     if ns is None:
-        return None, c.REASON_PENDING, "Not checked yet."
-    return ns.ok, ns.reason, ns.message
+        return Condition(None, c.REASON_PENDING, "Not checked yet.")
+    return Condition(ns.ok, ns.reason, ns.message)
 
 
-def _ready(
-    report: PoolReport, facets: Mapping[str, tuple[bool | None, str, str]]
-) -> tuple[bool | None, str, str]:
+def _ready(report: PoolReport, facets: Mapping[str, Condition]) -> Condition:
     """Ready = APIReachable and PoolSynced and Polling; otherwise the first culprit explains."""
-    if report.invalid_spec is not None:
-        return False, report.invalid_reason or c.REASON_INVALID_SPEC, report.invalid_spec
+    invalid = _invalid(report)
+    if invalid is not None:
+        return invalid
     namespaces = report.job_namespaces
     if namespaces is not None and namespaces.blocking:
-        return False, namespaces.reason, namespaces.message
-    for ok, reason, message in facets.values():
-        if ok is False:
-            return False, reason, message
-    if all(ok is True for ok, _, _ in facets.values()):
-        return True, c.REASON_READY, "The work pool is synced and its flow runs are dispatched."
-    return None, c.REASON_PENDING, "Waiting for the first sync and poll."
+        return Condition(False, namespaces.reason, namespaces.message)
+    for facet in facets.values():
+        if facet.ok is False:
+            return facet
+    if all(facet.ok is True for facet in facets.values()):
+        return Condition(
+            True, c.REASON_READY, "The work pool is synced and its flow runs are dispatched."
+        )
+    return Condition(None, c.REASON_PENDING, "Waiting for the first sync and poll.")
 
 
 def status_patch(
@@ -174,14 +178,29 @@ def status_patch(
     """
     facets = _facets(report)
     ready = _ready(report, facets)
+    namespaces = _namespaces(report)
     conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
-    for kind, (ok, reason, message) in [(c.READY, ready), *facets.items()]:
-        conds = set_condition(conds, kind, ok, reason, message, now, generation)
-    conds = set_condition(conds, c.JOB_NAMESPACES, *_namespaces(report), now, generation)
+    for kind, cond in [(c.READY, ready), *facets.items(), (c.JOB_NAMESPACES, namespaces)]:
+        assert cond.reason is not None and cond.message is not None
+        conds = set_condition(conds, kind, cond.ok, cond.reason, cond.message, now, generation)
     order = {kind: index for index, kind in enumerate(c.CONDITION_TYPES)}
     conds.sort(key=lambda cond: order.get(str(cond.get("type")), len(order)))
-
     patch: dict[str, Any] = {"observedGeneration": generation, "conditions": conds}
+    patch.update(_identity(report))
+    patch["counts"] = dataclasses.asdict(report.counts)
+    patch["oldestPendingAgeSeconds"] = (
+        None
+        if report.oldest_pending_since is None
+        else max(0, int((_aware(now) - _aware(report.oldest_pending_since)).total_seconds()))
+    )
+    explain = ready if ready.ok is not True else namespaces if namespaces.ok is False else None
+    patch["message"] = _truncate(explain.message or "") if explain is not None else None
+    return patch
+
+
+def _identity(report: PoolReport) -> dict[str, Any]:
+    """The fields the report knows (an unknown one keeps its last value) and timestamps."""
+    out: dict[str, Any] = {}
     for key, value in (
         ("poolId", report.pool_id),
         ("poolName", report.pool_name),
@@ -192,33 +211,12 @@ def status_patch(
         ("concurrencyLimit", report.pool_concurrency_limit),
     ):
         if value is not None:
-            patch[key] = value
+            out[key] = value
     if report.last_poll_time is not None:
-        patch["lastPollTime"] = rfc3339(report.last_poll_time)
+        out["lastPollTime"] = rfc3339(report.last_poll_time)
     if report.last_heartbeat_time is not None:
-        patch["lastHeartbeatTime"] = rfc3339(report.last_heartbeat_time)
-    counts = report.counts
-    patch["counts"] = {
-        "pending": counts.pending,
-        "running": counts.running,
-        "submitted": counts.submitted,
-        "crashed": counts.crashed,
-        "cancelled": counts.cancelled,
-    }
-    patch["oldestPendingAgeSeconds"] = (
-        None
-        if report.oldest_pending_since is None
-        else max(0, int((_aware(now) - _aware(report.oldest_pending_since)).total_seconds()))
-    )
-    namespaces = _namespaces(report)
-    patch["message"] = (
-        _truncate(ready[2])
-        if ready[0] is not True
-        else _truncate(namespaces[2])
-        if namespaces[0] is False
-        else None
-    )
-    return patch
+        out["lastHeartbeatTime"] = rfc3339(report.last_heartbeat_time)
+    return out
 
 
 def _aware(moment: datetime) -> datetime:

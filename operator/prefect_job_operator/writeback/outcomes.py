@@ -10,7 +10,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.job_namespaces import NamespaceReport
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One observed condition of a pool, from the loop that observes it to the CR status:
+    ``ok`` True/False, or None while not known yet (status Unknown); ``reason`` (CamelCase)
+    and ``message`` say why when it is False."""
+
+    ok: bool | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+UNKNOWN = Condition()
+
+POLL_STALE_FACTOR = 30
+"""BaseWorker's rule: a worker is healthy while its last poll is within 30 poll intervals."""
+
+
+def poll_is_stale(last_poll: datetime | None, poll_interval_seconds: float, now: datetime) -> bool:
+    """BaseWorker's 30-interval rule, the one place it lives. A pool that never polled is not
+    stale here (its condition says Pending until the first poll)."""
+    if last_poll is None:
+        return False
+    return (now - last_poll).total_seconds() > poll_interval_seconds * POLL_STALE_FACTOR
+
+
+def stale_poll(poll_interval_seconds: float) -> Condition:
+    """The Polling condition of a pool whose last successful poll is too old."""
+    limit = poll_interval_seconds * POLL_STALE_FACTOR
+    return Condition(False, c.REASON_STALE, f"No successful poll for more than {limit}s.")
 
 
 @dataclass(frozen=True)
@@ -37,18 +69,12 @@ class PoolReport:
     """The Prefect pool's live ``is_paused`` (None: not read yet)."""
     pool_concurrency_limit: int | str | None = None
     """The Prefect pool's live limit, ``"Unlimited"`` for none (None: not read yet)."""
-    api_reachable: bool | None = None
-    api_error: str | None = None
-    api_reason: str | None = None
-    """Unreachable or Unauthorized when `api_reachable` is False."""
-    pool_synced: bool | None = None
-    sync_error: str | None = None
-    sync_reason: str | None = None
-    """PoolNotFound, TemplateRejected, QueueNotFound, ... when `pool_synced` is False."""
-    polling_ok: bool | None = None
-    poll_error: str | None = None
-    poll_reason: str | None = None
-    """Stale, NotLeader, QueueNotFound, ... when `polling_ok` is False."""
+    api: Condition = UNKNOWN
+    """APIReachable: Unreachable or Unauthorized when False."""
+    sync: Condition = UNKNOWN
+    """PoolSynced: PoolNotFound, TemplateRejected, PoolClaimedByOtherWorkPool, ... when False."""
+    poll: Condition = UNKNOWN
+    """Polling: Stale, NotLeader, QueueNotFound, ... when False."""
     last_poll_time: datetime | None = None
     last_heartbeat_time: datetime | None = None
     counts: RunCounts = field(default_factory=RunCounts)
