@@ -7,15 +7,19 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import cast
 
+import anyio
+import pytest
+
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.dispatch.pool import Pool
-from prefect_job_operator.dispatch.worker import report, write_status
+from prefect_job_operator.dispatch.worker import _poll, report, write_status
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.writeback.outcomes import Condition, poll_is_stale
+from tests.unit.clocks import frozen
 from tests.unit.fakes import FakeKube, FakePrefectClient, job_json, make_runtime, now, pod_json
 
 POOL_A = "aaaaaaaa-0000-4000-8000-00000000000a"
@@ -102,14 +106,24 @@ async def test_unregister_stops_routing() -> None:
     assert rt_a.key not in ctx.pools
 
 
-def test_liveness_ignores_a_pool_whose_api_is_down_for_hours() -> None:
+async def polled(pool: Pool) -> None:
+    """One real poll tick (nothing due): the worker loop stamps the poll time itself."""
+    pool.state.seeded = True
+    async with anyio.create_task_group() as tg:
+        await _poll(pool, tg, anyio.CapacityLimiter(1))
+
+
+async def test_liveness_ignores_a_pool_whose_api_is_down_for_hours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Issue #10 item 4: one pool's Prefect outage never fails /healthz."""
     ctx, (rt_a, _), (rt_b, _) = two_pools()
-    t = now()
-    rt_a.health.last_poll = t - timedelta(hours=5)  # stale by BaseWorker's rule
+    time = frozen(monkeypatch)
+    await polled(rt_a)  # its last poll that worked ...
+    time.advance(timedelta(hours=5).total_seconds())  # ... is stale by BaseWorker's rule
     rt_a.health.api = Condition(False)
-    rt_a.health.poll = Condition(True)
-    rt_b.health.last_poll = t
+    await polled(rt_b)
+    t = time.now()
     mono = 1000.0
     ctx.loop_tick = mono - 0.5
     for rt in (rt_a, rt_b):  # the loops go on, each iteration failing fast
@@ -166,11 +180,13 @@ def test_no_pools_is_alive() -> None:
 # --------------------------------------------------------------------------- pool report
 
 
-def test_report_counts_submitting_as_pending_and_flags_a_stale_poll() -> None:
+async def test_report_counts_submitting_as_pending_and_flags_a_stale_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    time = frozen(monkeypatch)
     rt, _, _ = make_runtime()
     rt.health.api = Condition(True)
-    rt.health.poll = Condition(True, c.REASON_POLLING)
-    rt.health.last_poll = now()
+    await polled(rt)
     running = "11111111-0000-4000-8000-000000000004"
     rt.table.observe_job("ADDED", job_json(running, JOB))
     rt.table.observe_pod("ADDED", pod_json(running, JOB, phase="Running"))
@@ -181,7 +197,7 @@ def test_report_counts_submitting_as_pending_and_flags_a_stale_poll() -> None:
     assert (rep.counts.pending, rep.counts.running) == (2, 1)
     assert rep.poll.ok is True and rep.pool_id == rt.pool_id
 
-    rt.health.last_poll = now() - timedelta(seconds=rt.cfg.spec.worker.poll_interval_seconds * 31)
+    time.advance(rt.cfg.spec.worker.poll_interval_seconds * 31)
     rep = report(rt)
     assert rep.poll.ok is False and rep.poll.reason == c.REASON_STALE
 

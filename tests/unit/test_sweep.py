@@ -6,6 +6,7 @@ import copy
 from datetime import timedelta
 
 import anyio
+import pytest
 
 from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM
 from prefect_job_operator.dispatch.pool import Pool
@@ -23,6 +24,7 @@ from prefect_job_operator.dispatch.telemetry import Telemetry
 from prefect_job_operator.prefect_api.errors import APIUnreachable
 from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.tracking.runs import Crash, InfrastructurePending, JobGone
+from tests.unit.clocks import frozen
 from tests.unit.fakes import (
     FakeKube,
     job_condition,
@@ -65,7 +67,10 @@ async def test_cancelling_run_with_pending_pod_deletes_job_and_cancels() -> None
     assert rec is not None and rec.outcome_reported
 
 
-async def test_cancelling_running_flow_gets_grace_before_the_job_is_deleted() -> None:
+async def test_cancelling_running_flow_gets_grace_before_the_job_is_deleted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    time = frozen(monkeypatch)
     rt, client, kube = make_runtime()
     run_id = client.add_run(state="CANCELLING", pid=PID, start_time=now() - timedelta(minutes=5))
     _with_job(rt, kube, run_id, "Running")
@@ -73,9 +78,7 @@ async def test_cancelling_running_flow_gets_grace_before_the_job_is_deleted() ->
     await sweep_cancelling(rt.sweeper)
     assert kube.deleted_jobs == [] and client.proposed(run_id) == []
 
-    rt.sweeper.cancel_seen[run_id] = now() - timedelta(
-        seconds=rt.cfg.settings.cancel_grace_seconds + 1
-    )
+    time.advance(rt.cfg.settings.cancel_grace_seconds + 1)
     await sweep_cancelling(rt.sweeper)
     assert kube.deleted_jobs == [("default", JOB, 30)]
     assert client.proposed(run_id) == [("CANCELLED", "Cancelled", CANCEL_DONE, True)]
