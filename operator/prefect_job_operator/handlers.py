@@ -42,17 +42,29 @@ def configure(
     settings: kopf.OperatorSettings, instance: str, workpool_selector: str | None = None
 ) -> None:
     """kopf settings: standalone (our Leases do HA), server-side label selectors."""
-    if workpool_selector:
+    if workpool_selector:  # shard WorkPools between operator installs, filtered by the API
         settings.watching.label_selectors[GROUP, VERSION, PLURAL] = workpool_selector
+    # kopf's peering would pause every replica but one; our per-pool Leases already decide
+    # who dispatches, so all replicas keep watching (and take over within a lease duration).
     settings.peering.standalone = True
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = FINALIZER  # our own name: kubectl shows whose it is
+    # Watch only this install's Jobs and Pods, filtered by the API server, not in memory:
+    # a cluster with thousands of foreign Pods costs nothing.
     selector = f"{LABEL_OPERATOR}={label_value(instance)}"
     settings.watching.label_selectors["batch", "v1", "jobs"] = selector
     settings.watching.label_selectors["v1", "pods"] = selector
+    # Reconnect each watch every 5 min (server side) so a silently dead TCP stream is
+    # noticed; the client timeout is longer so the server, not us, ends a healthy stream.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # One API request (patch, list) may not hang longer than a minute (default 5 min):
+    # a stuck status patch must not freeze a pool's handler.
     settings.networking.request_timeout = 60
+    # Only warnings and errors become k8s Events (default: INFO): our own EventSink posts
+    # the meaningful ones, aggregated, and kopf's per-handler INFO lines would flood etcd.
     settings.posting.level = logging.WARNING
+    # At most 200 objects processed concurrently (default: unlimited): a burst of Pod
+    # events from a big fan-out queues instead of spawning thousands of tasks.
     settings.batching.worker_limit = 200
     # A deleted WorkPool's daemon stops in about a second (lease release, last events);
     # without this kopf re-checks it only after cancellation_timeout (15 s of deletion).

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from prefect_job_operator.api.v1alpha1 import JOB_CONTAINER_NAME
 from prefect_job_operator.rendering.errors import RenderError
 
 _REQUIRED_MANIFEST: dict[str, Any] = {
@@ -23,7 +24,7 @@ _REQUIRED_MANIFEST: dict[str, Any] = {
                 "parallelism": 1,
                 "completions": 1,
                 "restartPolicy": "Never",
-                "containers": [{"name": "prefect-job"}],
+                "containers": [{"name": JOB_CONTAINER_NAME}],
             }
         }
     },

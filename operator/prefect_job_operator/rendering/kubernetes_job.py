@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID, LABEL_WORK_POOL_ID
 from prefect_job_operator.rendering.contracts import SecretKeyRef, WorkerContext
 from prefect_job_operator.rendering.errors import RenderError
 from prefect_job_operator.rendering.prefect_settings_order import SETTINGS_ENV_ORDER
@@ -55,14 +56,14 @@ def base_labels(
     """The labels every Prefect Job gets, in upstream's order (user labels go on top)."""
     version = slugify_label_value(worker.prefect_version.split("+")[0])
     labels = {
-        "prefect.io/flow-run-id": str(flow_run["id"]),
+        LABEL_FLOW_RUN_ID: str(flow_run["id"]),
         "prefect.io/flow-run-name": flow_run["name"],
         "prefect.io/version": version,
         "app.kubernetes.io/managed-by": "prefect",
         "app.kubernetes.io/part-of": "prefect",
         "app.kubernetes.io/version": version,
         "prefect.io/work-pool-name": worker.work_pool_name,
-        "prefect.io/work-pool-id": str(worker.work_pool_id),
+        LABEL_WORK_POOL_ID: str(worker.work_pool_id),
         "prefect.io/worker-name": worker.worker_name,
         "prefect.io/flow-id": str(flow["id"]),
         "prefect.io/flow-name": flow["name"],
@@ -341,9 +342,9 @@ def move_env_to_secret(
     if not plain:
         return None
     labels = {"app.kubernetes.io/managed-by": "prefect"}
-    run_id = manifest["metadata"].get("labels", {}).get("prefect.io/flow-run-id")
+    run_id = manifest["metadata"].get("labels", {}).get(LABEL_FLOW_RUN_ID)
     if run_id:
-        labels["prefect.io/flow-run-id"] = run_id
+        labels[LABEL_FLOW_RUN_ID] = run_id
     labels.update(extra_labels)
     target["env"] = value_from
     target["envFrom"] = [*(target.get("envFrom") or []), {"secretRef": {"name": secret_name}}]
