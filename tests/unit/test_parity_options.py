@@ -478,9 +478,9 @@ async def test_ca_bundle_timeout_and_retries_reach_the_client(tmp_path: Path) ->
     http = rt.ports.client._http
     assert http.headers["X-Team"] == "data"
     assert http.timeout.read == 7
-    assert rt.ports.client._max_retries == 2
+    assert rt.ports.client.retry.max_retries == 2
     rt2 = await _build(_context(kube, client_max_retries=4, api_request_timeout=9), {})
-    assert (rt2.ports.client._max_retries, rt2.ports.client._http.timeout.read) == (4, 9)
+    assert (rt2.ports.client.retry.max_retries, rt2.ports.client._http.timeout.read) == (4, 9)
 
 
 def _waiting(reason: str) -> dict[str, Any]:

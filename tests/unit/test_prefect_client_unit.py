@@ -25,6 +25,12 @@ from prefect_job_operator.prefect_api.errors import (
     WorkQueueNotFound,
 )
 from prefect_job_operator.prefect_api.models import FlowRun, LogRecord, OrchestrationResult
+from prefect_job_operator.prefect_api.retry import (
+    Outcome,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
+)
 
 API = "http://prefect.test/api"
 RUN_ID = "5f0e7c1e-8a53-4c8e-9a35-0d1f4a3c2b10"
@@ -559,3 +565,43 @@ async def test_read_flow_runs_filter_body() -> None:
         "offset": 100,
         "sort": "ID_DESC",
     }
+
+
+# ---------------------------------------------------------------------- retry policy (pure)
+
+POLICY = RetryPolicy(max_retries=2, backoff_base=1.0, backoff_cap=4.0, jitter=0.5)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "outcome", "elapsed", "expected"),
+    [
+        (0, Outcome(status=None), 0.0, 1.0),  # transport error: backoff
+        (1, Outcome(status=503), 0.0, 2.0),
+        (2, Outcome(status=503), 0.0, None),  # max_retries reached
+        (0, Outcome(status=429, retry_after=3.0), 0.0, 3.0),  # Retry-After wins
+        (0, Outcome(status=429, retry_after=600.0), 0.0, 60.0),  # ... capped
+        (0, Outcome(status=500), 0.0, None),  # not retryable
+        (0, Outcome(status=200), 0.0, None),
+        (0, Outcome(status=403), 0.0, None),
+        (9, Outcome(status=503, maintenance=True), 10.0, 4.0),  # beyond max_retries
+        (9, Outcome(status=503, maintenance=True, retry_after=2.0), 10.0, 2.0),
+        (0, Outcome(status=503, maintenance=True), 900.0, None),  # deadline
+    ],
+)
+def test_retry_delay_table(
+    attempt: int, outcome: Outcome, elapsed: float, expected: float | None
+) -> None:
+    assert retry_delay(POLICY, attempt, outcome, elapsed, draw=0.0) == expected
+
+
+def test_backoff_jitter_is_at_most_the_jitter_fraction() -> None:
+    assert POLICY.backoff(0, draw=1.0) == 1.5
+    assert POLICY.backoff(10, draw=1.0) == 6.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [(None, None), ("", None), ("7", 7.0), ("-3", 0.0), ("soon", None)],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected

@@ -3,10 +3,9 @@
 One ``httpx.AsyncClient`` per API URL: keep-alive, bounded pool, and a keep-alive
 expiry below the server's 5 s so idle connections are dropped by us, not by it.
 
-Retries follow the Prefect client (``prefect/client/base.py``): transport errors and
-408/429/502/503 back off exponentially with jitter and honour ``Retry-After``; a
-``Prefect-Maintenance: true`` response is retried until a long deadline. SQLite maps
-``SQLITE_BUSY`` to 503, so every write can need a retry.
+Retries follow the Prefect client; the policy is the pure ``retry.retry_delay`` and
+``_request`` is the short loop around it. Each route is written once, as a template
+(``_at``) that is both the metrics label and, filled in, the path.
 
 ``set_flow_run_state`` sends a fresh ``transition_id`` per proposal and keeps it on a
 transport retry, so a proposal applied by a request whose response was lost is
@@ -17,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
 import json as jsonlib
-import random
 import ssl
 import time
 import uuid
@@ -27,13 +24,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote
 
 import httpx
 from pydantic_core import to_jsonable_python
 
-from prefect_job_operator import __version__, clock
+from prefect_job_operator import __version__
 from prefect_job_operator.prefect_api.errors import (
     APIUnreachable,
     BlockDocumentNotFound,
@@ -59,13 +56,21 @@ from prefect_job_operator.prefect_api.models import (
     WorkQueue,
     default_state_name,
 )
+from prefect_job_operator.prefect_api.retry import (
+    RETRYABLE_STATUSES,
+    Outcome,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
+)
 
 RequestHook = Callable[[str, str, int | None, float], None]
 """``(method, route_template, status or None, seconds)``, called once per HTTP attempt."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
-RETRYABLE_STATUSES: Final = frozenset({408, 429, 502, 503})
+__all__ = ["RETRYABLE_STATUSES", "HeaderConflict", "PrefectClient", "RetryPolicy", "TlsOptions"]
+
 MUTATING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DUPLICATE_TRANSITION_REASON: Final = "This run has already made this state transition."
 
@@ -80,30 +85,23 @@ class Unset:
 UNSET: Final = Unset()
 
 
-def _route(template: str, **params: object) -> str:
-    return template.format(**{k: quote(str(v), safe="") for k, v in params.items()})
+class Route(NamedTuple):
+    """A route template (the metrics label) and the path it gives for one call."""
+
+    template: str
+    path: str
+
+
+def _at(template: str, **params: object) -> Route:
+    """The route ``template`` with its ``{placeholders}`` filled in, URL-quoted."""
+    quoted = {k: quote(str(v), safe="") for k, v in params.items()}
+    return Route(template, template.format(**quoted))
 
 
 def _utc_iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.isoformat()
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - clock.now()).total_seconds())
 
 
 def _body(response: httpx.Response) -> Any:
@@ -183,6 +181,37 @@ def _tls_verify_failure(exc: BaseException) -> bool:
     return False
 
 
+def _auth_headers(
+    custom: Mapping[str, str] | None, api_key: str | None, auth_string: str | None, user_agent: str
+) -> dict[str, str]:
+    """Custom headers (checked), the User-Agent and the credentials."""
+    headers = custom_request_headers(custom or {}, has_credentials=bool(api_key or auth_string))
+    headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+    # auth_string wins over api_key, as in the Prefect client (OSS basic auth).
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    if auth_string:
+        token = base64.b64encode(auth_string.encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    return headers
+
+
+def _encode(json: Any) -> bytes | None:
+    if json is None:
+        return None
+    return jsonlib.dumps(to_jsonable_python(json), separators=(",", ":")).encode()
+
+
+def _outcome(response: httpx.Response | None) -> Outcome:
+    if response is None:
+        return Outcome(status=None)
+    return Outcome(
+        status=response.status_code,
+        maintenance=response.headers.get("Prefect-Maintenance", "").lower() == "true",
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
 class PrefectClient:
     """Async client for the REST calls a Kubernetes worker makes (protocol §3, §14)."""
 
@@ -209,19 +238,10 @@ class PrefectClient:
         tls: TlsOptions | None = None,
         custom_headers: Mapping[str, str] | None = None,
     ) -> None:
-        headers = custom_request_headers(
-            custom_headers or {}, has_credentials=bool(api_key or auth_string)
-        )
-        headers.update({"User-Agent": user_agent, "Accept": "application/json"})
-        # auth_string wins over api_key, as in the Prefect client (OSS basic auth).
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        if auth_string:
-            token = base64.b64encode(auth_string.encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
+        self.api_url = api_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=api_url.rstrip("/"),
-            headers=headers,
+            base_url=self.api_url,
+            headers=_auth_headers(custom_headers, api_key, auth_string, user_agent),
             verify=(tls or TlsOptions()).verify(),
             trust_env=True,  # HTTP(S)_PROXY / NO_PROXY / SSL_CERT_FILE, as the Prefect client
             timeout=httpx.Timeout(timeout),
@@ -232,19 +252,16 @@ class PrefectClient:
             ),
             transport=transport,
         )
-        self.api_url = api_url.rstrip("/")
-        self._max_retries = max_retries
+        self.retry = RetryPolicy(
+            max_retries, backoff_base, backoff_cap, jitter, retry_after_cap, maintenance_deadline
+        )
         self._on_request = on_request
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._jitter = jitter
-        self._retry_after_cap = retry_after_cap
-        self._maintenance_deadline = maintenance_deadline
         self._max_wait_delay = max_wait_delay
         self._max_wait_rounds = max_wait_rounds
         self._sleep = sleep
         self._csrf_headers: dict[str, str] = {}
         self._csrf_lock = asyncio.Lock()
+        self._version: str | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -264,102 +281,90 @@ class PrefectClient:
 
     def backoff_delay(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (0-based): base·2^n, capped, plus jitter."""
-        delay: float = min(self._backoff_cap, self._backoff_base * 2.0**attempt)
-        return delay * (1 + random.uniform(0, self._jitter))
+        return self.retry.backoff(attempt)
 
     def _report(self, method: str, route: str, status: int | None, started: float) -> None:
         if self._on_request is not None:
             self._on_request(method, route, status, time.monotonic() - started)
 
+    async def _send(
+        self, method: str, route: Route, content: bytes | None, params: Mapping[str, str] | None
+    ) -> tuple[httpx.Response | None, httpx.TransportError | None]:
+        """One attempt: the response, or the transport error (a TLS failure raises at once)."""
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if method in MUTATING_METHODS:
+            headers.update(self._csrf_headers)
+        started = time.monotonic()
+        try:
+            response = await self._http.request(
+                method, route.path, content=content, params=params, headers=headers
+            )
+        except httpx.TransportError as exc:
+            self._report(method, route.template, None, started)
+            if _tls_verify_failure(exc):  # not transient: say so at once
+                raise APIUnreachable(
+                    None, f"{method} {route.template}: {type(exc).__name__}: {exc}. {TLS_HINT}"
+                ) from exc
+            return None, exc
+        self._report(method, route.template, response.status_code, started)
+        return response, None
+
     async def _request(
         self,
         method: str,
-        route: str,
-        path: str | None = None,
+        route: Route | str,
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """Send with retries; returns any final response (errors are mapped by callers)."""
-        url = path if path is not None else route
-        content = (
-            None
-            if json is None
-            else jsonlib.dumps(to_jsonable_python(json), separators=(",", ":")).encode()
-        )
-        deadline = time.monotonic() + self._maintenance_deadline
-        attempt = 0
-        csrf_refreshed = False
+        route = route if isinstance(route, Route) else Route(route, route)
+        content = _encode(json)
+        first = time.monotonic()
+        attempt, csrf_refreshed = 0, False
         while True:
-            headers = {"Content-Type": "application/json"} if content is not None else {}
-            if method in MUTATING_METHODS:
-                headers.update(self._csrf_headers)
-            started = time.monotonic()
-            try:
-                response = await self._http.request(
-                    method, url, content=content, params=params, headers=headers
-                )
-            except httpx.TransportError as exc:
-                self._report(method, route, None, started)
-                if _tls_verify_failure(exc):  # not transient: say so at once
-                    raise APIUnreachable(
-                        None, f"{method} {route}: {type(exc).__name__}: {exc}. {TLS_HINT}"
-                    ) from exc
-                if attempt >= self._max_retries:
-                    raise APIUnreachable(
-                        None, f"{method} {route}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                await self._sleep(self.backoff_delay(attempt))
-                attempt += 1
-                continue
-            self._report(method, route, response.status_code, started)
-
-            if response.headers.get("Prefect-Maintenance", "").lower() == "true":
-                if time.monotonic() >= deadline:
-                    raise APIUnreachable(
-                        response.status_code,
-                        f"{method} {route}: server still in maintenance after "
-                        f"{self._maintenance_deadline:.0f} s",
-                    )
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-                delay = self.backoff_delay(min(attempt, 20))
-                await self._sleep(
-                    min(retry_after, self._retry_after_cap) if retry_after is not None else delay
-                )
-                attempt += 1
-                continue
-
-            if response.status_code in RETRYABLE_STATUSES:
-                if attempt >= self._max_retries:
-                    raise APIUnreachable(
-                        response.status_code,
-                        f"{method} {route}: "
-                        + message_from_body(_body(response), response.reason_phrase),
-                        _body(response),
-                    )
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-                delay = self.backoff_delay(attempt)
-                if retry_after is not None:
-                    delay = min(retry_after, self._retry_after_cap)
+            response, error = await self._send(method, route, content, params)
+            delay = retry_delay(self.retry, attempt, _outcome(response), time.monotonic() - first)
+            if delay is not None:
                 await self._sleep(delay)
                 attempt += 1
                 continue
-
-            if (
-                response.status_code == 403
-                and method in MUTATING_METHODS
-                and not csrf_refreshed
-                and self._is_csrf_refusal(response)
-            ):
+            if response is None or response.status_code in RETRYABLE_STATUSES:
+                raise self._gave_up(method, route.template, response, error)
+            if not csrf_refreshed and self._is_csrf_refusal(method, response):
                 csrf_refreshed = True
                 await self._refresh_csrf_token()
                 continue
             return response
 
+    def _gave_up(
+        self,
+        method: str,
+        route: str,
+        response: httpx.Response | None,
+        error: httpx.TransportError | None,
+    ) -> APIUnreachable:
+        """The error after the last retry: transport, maintenance or a retryable status."""
+        if response is None:
+            exc = APIUnreachable(None, f"{method} {route}: {type(error).__name__}: {error}")
+            exc.__cause__ = error
+            return exc
+        if _outcome(response).maintenance:
+            return APIUnreachable(
+                response.status_code,
+                f"{method} {route}: server still in maintenance after "
+                f"{self.retry.maintenance_deadline:.0f} s",
+            )
+        body = _body(response)
+        message = message_from_body(body, response.reason_phrase)
+        return APIUnreachable(response.status_code, f"{method} {route}: {message}", body)
+
     @staticmethod
-    def _is_csrf_refusal(response: httpx.Response) -> bool:
-        message = message_from_body(_body(response), "")
-        return "csrf" in message.lower() or "client identifier" in message.lower()
+    def _is_csrf_refusal(method: str, response: httpx.Response) -> bool:
+        if response.status_code != 403 or method not in MUTATING_METHODS:
+            return False
+        message = message_from_body(_body(response), "").lower()
+        return "csrf" in message or "client identifier" in message
 
     async def _refresh_csrf_token(self) -> None:
         async with self._csrf_lock:
@@ -400,15 +405,14 @@ class PrefectClient:
     async def _call(
         self,
         method: str,
-        route: str,
-        path: str | None = None,
+        route: Route | str,
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
         ok: Sequence[int] = (200, 201, 204),
         not_found: type[ObjectNotFound] = ObjectNotFound,
     ) -> Any:
-        response = await self._request(method, route, path, json=json, params=params)
+        response = await self._request(method, route, json=json, params=params)
         if response.status_code not in ok:
             raise self._error(response, not_found=not_found)
         if response.status_code == 204 or not response.content:
@@ -420,8 +424,7 @@ class PrefectClient:
     async def read_work_pool(self, name: str) -> WorkPool:
         data = await self._call(
             "GET",
-            "/work_pools/{name}",
-            _route("/work_pools/{n}", n=name),
+            _at("/work_pools/{name}", name=name),
             not_found=WorkPoolNotFound,
         )
         return WorkPool.model_validate(data)
@@ -475,8 +478,7 @@ class PrefectClient:
             return
         await self._call(
             "PATCH",
-            "/work_pools/{name}",
-            _route("/work_pools/{n}", n=name),
+            _at("/work_pools/{name}", name=name),
             json=body,
             not_found=WorkPoolNotFound,
         )
@@ -484,8 +486,7 @@ class PrefectClient:
     async def delete_work_pool(self, name: str) -> None:
         await self._call(
             "DELETE",
-            "/work_pools/{name}",
-            _route("/work_pools/{n}", n=name),
+            _at("/work_pools/{name}", name=name),
             not_found=WorkPoolNotFound,
         )
 
@@ -494,8 +495,7 @@ class PrefectClient:
     ) -> None:
         await self._call(
             "POST",
-            "/work_pools/{name}/workers/heartbeat",
-            _route("/work_pools/{n}/workers/heartbeat", n=pool),
+            _at("/work_pools/{name}/workers/heartbeat", name=pool),
             json={
                 "name": worker_name,
                 "heartbeat_interval_seconds": int(heartbeat_interval_seconds),
@@ -503,25 +503,22 @@ class PrefectClient:
             not_found=WorkPoolNotFound,
         )
 
-    async def read_workers(self, pool: str) -> list[Worker]:
+    async def _filter_in_pool(self, pool: str, what: str) -> list[Any]:
+        """``POST /work_pools/{name}/<what>/filter`` with no filter: every item, as JSON."""
         data = await self._call(
             "POST",
-            "/work_pools/{name}/workers/filter",
-            _route("/work_pools/{n}/workers/filter", n=pool),
+            _at(f"/work_pools/{{name}}/{what}/filter", name=pool),
             json={},
             not_found=WorkPoolNotFound,
         )
-        return [Worker.model_validate(item) for item in data or []]
+        return list(data or [])
+
+    async def read_workers(self, pool: str) -> list[Worker]:
+        return [Worker.model_validate(w) for w in await self._filter_in_pool(pool, "workers")]
 
     async def read_work_queues(self, pool: str) -> list[WorkQueue]:
-        data = await self._call(
-            "POST",
-            "/work_pools/{name}/queues/filter",
-            _route("/work_pools/{n}/queues/filter", n=pool),
-            json={},
-            not_found=WorkPoolNotFound,
-        )
-        return [WorkQueue.model_validate(item) for item in data or []]
+        items = await self._filter_in_pool(pool, "queues")
+        return [WorkQueue.model_validate(q) for q in items]
 
     async def get_scheduled_flow_runs(
         self,
@@ -542,8 +539,7 @@ class PrefectClient:
             body["limit"] = limit
         response = await self._request(
             "POST",
-            "/work_pools/{name}/get_scheduled_flow_runs",
-            _route("/work_pools/{n}/get_scheduled_flow_runs", n=pool),
+            _at("/work_pools/{name}/get_scheduled_flow_runs", name=pool),
             json=body,
         )
         if response.status_code == 404:
@@ -565,24 +561,21 @@ class PrefectClient:
     async def read_deployment(self, id: uuid.UUID | str) -> dict[str, Any]:
         data: dict[str, Any] = await self._call(
             "GET",
-            "/deployments/{id}",
-            _route("/deployments/{i}", i=id),
+            _at("/deployments/{id}", id=id),
             not_found=DeploymentNotFound,
         )
         return data
 
     async def read_flow(self, id: uuid.UUID | str) -> dict[str, Any]:
         data: dict[str, Any] = await self._call(
-            "GET", "/flows/{id}", _route("/flows/{i}", i=id), not_found=FlowNotFound
+            "GET", _at("/flows/{id}", id=id), not_found=FlowNotFound
         )
         return data
 
     # ------------------------------------------------------------------ flow runs
 
     async def read_flow_run(self, id: uuid.UUID | str) -> FlowRun:
-        data = await self._call(
-            "GET", "/flow_runs/{id}", _route("/flow_runs/{i}", i=id), not_found=FlowRunNotFound
-        )
+        data = await self._call("GET", _at("/flow_runs/{id}", id=id), not_found=FlowRunNotFound)
         return FlowRun.model_validate(data)
 
     async def read_flow_runs(
@@ -631,8 +624,7 @@ class PrefectClient:
         WAIT sleeps ``delay_seconds`` (capped) and proposes again with a new
         ``transition_id``, at most ``max_wait_rounds`` times; the last WAIT is returned.
         """
-        route = "/flow_runs/{id}/set_state"
-        path = _route("/flow_runs/{i}/set_state", i=flow_run_id)
+        route = _at("/flow_runs/{id}/set_state", id=flow_run_id)
         result: OrchestrationResult | None = None
         for _ in range(self._max_wait_rounds + 1):
             transition_id = str(uuid.uuid4())
@@ -647,7 +639,7 @@ class PrefectClient:
                 },
                 "force": force,
             }
-            data = await self._call("POST", route, path, json=body, not_found=FlowRunNotFound)
+            data = await self._call("POST", route, json=body, not_found=FlowRunNotFound)
             result = OrchestrationResult.model_validate(data)
             if result.status == "WAIT":
                 delay = float(result.details.delay_seconds or 0)
@@ -671,8 +663,7 @@ class PrefectClient:
     async def set_infrastructure_pid(self, flow_run_id: uuid.UUID | str, pid: str) -> None:
         await self._call(
             "PATCH",
-            "/flow_runs/{id}",
-            _route("/flow_runs/{i}", i=flow_run_id),
+            _at("/flow_runs/{id}", id=flow_run_id),
             json={"infrastructure_pid": pid},
             not_found=FlowRunNotFound,
         )
@@ -683,8 +674,7 @@ class PrefectClient:
         """Merge ``labels`` into the run's labels (the server keeps the others)."""
         await self._call(
             "PATCH",
-            "/flow_runs/{id}/labels",
-            _route("/flow_runs/{i}/labels", i=flow_run_id),
+            _at("/flow_runs/{id}/labels", id=flow_run_id),
             json=dict(labels),
             not_found=FlowRunNotFound,
         )
@@ -707,8 +697,11 @@ class PrefectClient:
     async def read_block_document_by_name(self, block_type_slug: str, name: str) -> dict[str, Any]:
         data: dict[str, Any] = await self._call(
             "GET",
-            "/block_types/slug/{slug}/block_documents/name/{name}",
-            _route("/block_types/slug/{s}/block_documents/name/{n}", s=block_type_slug, n=name),
+            _at(
+                "/block_types/slug/{slug}/block_documents/name/{name}",
+                slug=block_type_slug,
+                name=name,
+            ),
             params={"include_secrets": "true"},
             not_found=BlockDocumentNotFound,
         )
@@ -717,8 +710,7 @@ class PrefectClient:
     async def read_block_document(self, id: uuid.UUID | str) -> dict[str, Any]:
         data: dict[str, Any] = await self._call(
             "GET",
-            "/block_documents/{id}",
-            _route("/block_documents/{i}", i=id),
+            _at("/block_documents/{id}", id=id),
             params={"include_secrets": "true"},
             not_found=BlockDocumentNotFound,
         )
@@ -727,9 +719,7 @@ class PrefectClient:
     async def read_variable_by_name(self, name: str) -> Any | None:
         """The variable's value, or None when no variable has that name."""
         try:
-            data = await self._call(
-                "GET", "/variables/name/{name}", _route("/variables/name/{n}", n=name)
-            )
+            data = await self._call("GET", _at("/variables/name/{name}", name=name))
         except ObjectNotFound:
             return None
         return data.get("value") if isinstance(data, dict) else None
@@ -745,8 +735,7 @@ class PrefectClient:
             raise self._error(response)
         await self._call(
             "PATCH",
-            "/variables/name/{name}",
-            _route("/variables/name/{n}", n=name),
+            _at("/variables/name/{name}", name=name),
             json={"value": value},
         )
 
@@ -764,4 +753,7 @@ class PrefectClient:
         return response.status_code == 200
 
     async def server_version(self) -> str:
-        return str(await self._call("GET", "/admin/version"))
+        """The server's Prefect version (``GET /admin/version``), asked once per client."""
+        if self._version is None:
+            self._version = str(await self._call("GET", "/admin/version"))
+        return self._version
