@@ -158,7 +158,7 @@ async def _resolve(case: Mapping[str, Any]) -> KubernetesWorkerJobConfiguration:
     )
     return await KubernetesWorkerJobConfiguration.resolve_for_flow_run(
         FlowRun.model_validate(copy.deepcopy(case["flow_run"])),
-        client=_StubClient(case),  # type: ignore[arg-type]
+        client=_StubClient(case),
         work_pool=WorkPool.model_validate(pool),
         worker_name=case["worker_name"],
         worker_id=None,
@@ -168,4 +168,4 @@ async def _resolve(case: Mapping[str, Any]) -> KubernetesWorkerJobConfiguration:
 
 async def _create(case: Mapping[str, Any], config: KubernetesWorkerJobConfiguration) -> None:
     worker = KubernetesWorker(work_pool_name=case["work_pool"]["name"], name=case["worker_name"])
-    await worker._create_job(config, client=None)  # type: ignore[arg-type]
+    await worker._create_job(config, client=None)

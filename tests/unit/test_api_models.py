@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
-def cr(spec: dict[str, Any] | None = None, name: str = "demo-pool", ns: str = "team-a") -> dict:
+def cr(
+    spec: dict[str, Any] | None = None, name: str = "demo-pool", ns: str = "team-a"
+) -> dict[str, Any]:
     return {
         "apiVersion": "prefect-job-operator.dev/v1alpha1",
         "kind": "WorkPool",
@@ -192,7 +194,8 @@ def test_template_problem(template: dict[str, Any], problem: str | None) -> None
 
 
 def _load(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text())
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)

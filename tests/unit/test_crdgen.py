@@ -60,7 +60,8 @@ def _schemas(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _root() -> dict[str, Any]:
-    return crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root: dict[str, Any] = crdgen.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return root
 
 
 def test_schema_is_structural() -> None:

@@ -110,7 +110,7 @@ def terminated(code: int, reason: str = "Error", message: str = "") -> dict[str,
     return out
 
 
-RUNNING_STATE = {"running": {"startedAt": "2026-11-28T11:58:05Z"}}
+RUNNING_STATE: dict[str, Any] = {"running": {"startedAt": "2026-11-28T11:58:05Z"}}
 KWOK_RUNNING = pod(
     "Running",
     containers=[container(**RUNNING_STATE)],

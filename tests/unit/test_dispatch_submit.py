@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import anyio
 import pytest
@@ -26,7 +27,7 @@ from tests.unit.fakes import (
 API = {"api": {"url": "http://prefect-server:4200/api"}}
 
 
-async def poll(rt: Pool) -> int:
+async def poll(rt: Pool) -> int | None:
     """One poll, waiting for every submission it started."""
     limiter = anyio.CapacityLimiter(rt.cfg.spec.worker.submit_concurrency)
     async with anyio.create_task_group() as tg:
@@ -34,14 +35,17 @@ async def poll(rt: Pool) -> int:
     return started
 
 
-def jobs_of(kube: FakeKube, run_id: str) -> list[dict]:
+def jobs_of(kube: FakeKube, run_id: str) -> list[dict[str, Any]]:
     return [
         j for j in kube.jobs.values() if j["metadata"]["labels"]["prefect.io/flow-run-id"] == run_id
     ]
 
 
+World = tuple[Pool, FakePrefectClient, FakeKube]
+
+
 @pytest.fixture
-def world() -> tuple[Pool, FakePrefectClient, FakeKube]:
+def world() -> World:
     return make_runtime(spec=API)
 
 
@@ -53,7 +57,7 @@ def _claim_id(client: FakePrefectClient, run_id: str) -> str:
     raise AssertionError("no accepted claim")
 
 
-async def test_claim_won_creates_one_labelled_job_and_records_pid(world) -> None:
+async def test_claim_won_creates_one_labelled_job_and_records_pid(world: World) -> None:
     rt, client, kube = world
     dep = client.add_deployment()
     run_id = client.add_run(deployment_id=dep)
@@ -141,7 +145,7 @@ async def test_pid_and_labels_trail_the_job_without_holding_a_submission_slot() 
     assert {p[0] for p in client.label_patches} == {first, second}
 
 
-async def test_claim_lost_creates_no_job(world) -> None:
+async def test_claim_lost_creates_no_job(world: World) -> None:
     rt, client, kube = world
     run_id = client.add_run(deployment_id=client.add_deployment())
 
@@ -160,7 +164,7 @@ async def test_claim_lost_creates_no_job(world) -> None:
     assert rt.ports.metrics.runs_claim_lost.total(*rt.cfg.metric_labels) == 1
 
 
-async def test_poll_skips_runs_being_submitted_or_already_tracked(world) -> None:
+async def test_poll_skips_runs_being_submitted_or_already_tracked(world: World) -> None:
     rt, client, kube = world
     dep = client.add_deployment()
     busy = client.add_run(name="busy-run", deployment_id=dep)
@@ -206,7 +210,7 @@ async def test_limit_counts_runs_still_submitting() -> None:
     assert len(kube.jobs) == 1
 
 
-async def test_deployment_and_flow_read_once_per_poll(world) -> None:
+async def test_deployment_and_flow_read_once_per_poll(world: World) -> None:
     rt, client, kube = world
     flow = client.add_flow("etl")
     dep = client.add_deployment(flow_id=flow)
@@ -226,7 +230,7 @@ async def test_deployment_and_flow_read_once_per_poll(world) -> None:
     assert client.calls["read_flow"] == 1  # flows are cached
 
 
-async def test_second_launch_with_same_claim_adopts_the_job(world) -> None:
+async def test_second_launch_with_same_claim_adopts_the_job(world: World) -> None:
     rt, client, kube = world
     dep_id = client.add_deployment()
     run_id = client.add_run(deployment_id=dep_id)
@@ -247,7 +251,7 @@ async def test_second_launch_with_same_claim_adopts_the_job(world) -> None:
     assert [p for p in client.proposed(run_id) if p[0] == "CRASHED"] == crashed_before == []
 
 
-async def test_name_taken_by_another_runs_job_crashes(world) -> None:
+async def test_name_taken_by_another_runs_job_crashes(world: World) -> None:
     rt, client, kube = world
     dep_id = client.add_deployment()
     run_id = client.add_run(deployment_id=dep_id)
@@ -268,7 +272,7 @@ async def test_name_taken_by_another_runs_job_crashes(world) -> None:
     assert message is not None and "already exists" in message
 
 
-async def test_namespace_outside_job_namespaces_crashes(world) -> None:
+async def test_namespace_outside_job_namespaces_crashes(world: World) -> None:
     rt, client, kube = world
     dep = client.add_deployment(namespace="team-b")
     run_id = client.add_run(deployment_id=dep)
@@ -284,7 +288,7 @@ async def test_namespace_outside_job_namespaces_crashes(world) -> None:
     assert rt.ports.counters.crashed == 1
 
 
-async def test_render_error_crashes_that_run_and_the_pool_continues(world) -> None:
+async def test_render_error_crashes_that_run_and_the_pool_continues(world: World) -> None:
     rt, client, kube = world
     bad = client.add_run(name="bad-run", deployment_id=client.add_deployment(command=123))
     good = client.add_run(name="good-run", deployment_id=client.add_deployment())
@@ -301,7 +305,7 @@ async def test_render_error_crashes_that_run_and_the_pool_continues(world) -> No
     assert rt.submitter.in_flight == set()
 
 
-async def test_labels_patch_failure_never_crashes_the_run(world) -> None:
+async def test_labels_patch_failure_never_crashes_the_run(world: World) -> None:
     rt, client, kube = world
     client.fail["update_flow_run_labels"] = APIUnreachable(503, "Service Unavailable")
     run_id = client.add_run(deployment_id=client.add_deployment())
@@ -314,7 +318,7 @@ async def test_labels_patch_failure_never_crashes_the_run(world) -> None:
     assert client.runs[run_id]["infrastructure_pid"] is not None
 
 
-async def test_pid_patch_failure_keeps_the_job(world) -> None:
+async def test_pid_patch_failure_keeps_the_job(world: World) -> None:
     rt, client, kube = world
     client.fail["set_infrastructure_pid"] = APIUnreachable(503, "Service Unavailable")
     run_id = client.add_run(deployment_id=client.add_deployment())
@@ -343,7 +347,7 @@ async def test_cancelling_seen_at_submitting_creates_no_job() -> None:
     assert rt.ports.counters.cancelled == 1
 
 
-async def test_deployment_gone_force_cancels_with_upstream_message(world) -> None:
+async def test_deployment_gone_force_cancels_with_upstream_message(world: World) -> None:
     rt, client, kube = world
     missing = "7a1e7c55-0000-4000-8000-00000000dead"
     run_id = client.add_run(deployment_id=missing)
@@ -357,7 +361,7 @@ async def test_deployment_gone_force_cancels_with_upstream_message(world) -> Non
     assert client.state_of(run_id)[0] == "CANCELLED"
 
 
-async def test_rescheduled_run_whose_job_finished_is_dispatched_again(world) -> None:
+async def test_rescheduled_run_whose_job_finished_is_dispatched_again(world: World) -> None:
     """SIGTERM with PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule (node drain): the
     flow proposes AwaitingRetry (SCHEDULED) and exits 0, so its Job completes. The next poll
     must claim the run again and create a new Job (new claim, new name)."""
@@ -435,7 +439,7 @@ def test_fakes_keep_the_real_signatures(fake: type, real: type, name: str) -> No
     assert _shape(fake_fn) == _shape(real_fn)
 
 
-async def test_cancel_requested_during_submission_creates_no_job(world) -> None:
+async def test_cancel_requested_during_submission_creates_no_job(world: World) -> None:
     """sweep_cancelling flags a run that is still being submitted; launch honours it."""
     rt, client, kube = world
     dep_id = client.add_deployment()
@@ -456,7 +460,7 @@ async def test_cancel_requested_during_submission_creates_no_job(world) -> None:
     assert client.state_of(run_id)[0] == "CANCELLED"
 
 
-async def test_job_variables_cannot_override_the_routing_labels(world) -> None:
+async def test_job_variables_cannot_override_the_routing_labels(world: World) -> None:
     """Job variables that set the labels the watches route by would make a Job the operator
     cannot see (and later kills): the operator's own values win, on the Job and its pods."""
     rt, client, kube = world

@@ -29,9 +29,9 @@ API = {"url": "http://prefect-server:4200/api"}
 
 
 def runtime(
-    spec: dict[str, Any], *, namespace: str = "data", kube: FakeKube | None = None, **env: str
+    spec: dict[str, Any], *, namespace: str = "data", kube: FakeKube | None = None, **env: Any
 ) -> tuple[Pool, Any, FakeKube]:
-    settings = OperatorSettings(**env)  # type: ignore[arg-type]
+    settings = OperatorSettings(**env)
     rt, client, kube = make_runtime(
         spec={"api": API, **spec}, namespace=namespace, kube=kube, settings=settings
     )

@@ -76,7 +76,7 @@ def test_availability_opens_on_a_fault_and_closes_on_any_answer() -> None:
     assert a.ok and a.last_error is None
 
 
-async def poll(rt: Pool) -> int:
+async def poll(rt: Pool) -> int | None:
     limiter = anyio.CapacityLimiter(rt.cfg.spec.worker.submit_concurrency)
     async with anyio.create_task_group() as tg:
         started = await poll_once(rt.submitter, tg, limiter)

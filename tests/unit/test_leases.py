@@ -29,7 +29,8 @@ def lease(kube: FakeKube, identity: str, clock: Clock | None = None) -> PoolLeas
 
 
 def stored(kube: FakeKube) -> dict[str, Any]:
-    return kube.leases[(NS, NAME)]["spec"]
+    spec: dict[str, Any] = kube.leases[(NS, NAME)]["spec"]
+    return spec
 
 
 def put(kube: FakeKube, holder: str | None, renewed_ago: float, transitions: int = 2) -> None:
@@ -211,7 +212,7 @@ async def test_a_renewal_that_hangs_ends_at_the_renew_deadline() -> None:
     async def hang(namespace: str, name: str) -> None:
         await anyio.sleep(60)
 
-    kube.read_lease = hang  # type: ignore[method-assign,assignment]
+    kube.read_lease = hang  # type: ignore[method-assign]
     with anyio.fail_after(5):
         assert await a.renew() is False
     assert not a.held

@@ -61,10 +61,12 @@ def _upstream_base_env(case: dict[str, Any]) -> dict[str, str]:
     return {name: values[name] for name in order if name in values}
 
 
-def normalised_upstream(case: dict[str, Any], upstream: dict[str, Any], ours: dict[str, Any]):
+def normalised_upstream(
+    case: dict[str, Any], upstream: dict[str, Any], ours: dict[str, Any]
+) -> dict[str, Any]:
     """Upstream's Job with our documented deviations applied, for an exact comparison."""
     worker = worker_context(case)
-    job = copy.deepcopy(upstream["job"])
+    job: dict[str, Any] = copy.deepcopy(upstream["job"])
     generate_name = job["metadata"].pop("generateName")
     our_name = ours["job"]["metadata"]["name"]
     prefix = slugify_name(generate_name.rstrip("-")) or "prefect-job"

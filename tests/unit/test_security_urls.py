@@ -204,8 +204,8 @@ async def test_the_operators_custom_headers_follow_its_url_too() -> None:
     )
     own = await build_runtime(ctx, workpool_body(spec={"workQueues": []}))
     try:
-        assert "x-proxy-token" not in other.ports.client._http.headers  # type: ignore[attr-defined]
-        assert own.ports.client._http.headers["x-proxy-token"] == "operator-proxy-token"  # type: ignore[attr-defined]
+        assert "x-proxy-token" not in other.ports.client._http.headers
+        assert own.ports.client._http.headers["x-proxy-token"] == "operator-proxy-token"
     finally:
         await other.ports.client.aclose()
         await own.ports.client.aclose()

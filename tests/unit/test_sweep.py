@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -39,7 +40,7 @@ PID = f"default:{JOB}"
 
 
 def _with_job(
-    rt: Pool, kube: FakeKube, run_id: str, pod_phase: str | None = "Pending", **kw
+    rt: Pool, kube: FakeKube, run_id: str, pod_phase: str | None = "Pending", **kw: Any
 ) -> None:
     """A Job of the run that exists in the cluster and that the watches have reported."""
     job = job_json(run_id, JOB, **kw)

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prefect_job_operator import clock
-from prefect_job_operator.kube.client import Kube, KubeError
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.kube.port import KubePort
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def repeat_patch(count: int, message: str, now: str) -> dict[str, Any]:
 class EventSink:
     """Posts core/v1 Events on WorkPools, one aggregated Event per (object, type, reason)."""
 
-    def __init__(self, kube: Kube, component: str) -> None:
+    def __init__(self, kube: KubePort, component: str) -> None:
         self.kube = kube
         self.component = component
         self._counts: dict[tuple[str, str], int] = {}

@@ -24,7 +24,8 @@ from typing import Any
 import anyio
 
 from prefect_job_operator import clock
-from prefect_job_operator.kube.client import Kube, KubeError
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.kube.port import KubePort
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class PoolLease:
 
     def __init__(
         self,
-        kube: Kube,
+        kube: KubePort,
         namespace: str,
         name: str,
         identity: str,

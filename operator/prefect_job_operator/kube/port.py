@@ -1,0 +1,63 @@
+"""The Kubernetes port: the calls the operator makes, as a Protocol.
+
+``Kube`` is the adapter (raw JSON over kubernetes-asyncio); the unit tests' fake implements
+the same Protocol, so mypy catches a signature that drifts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from prefect_job_operator.kube.client import Availability
+
+Json = dict[str, Any]
+
+
+class KubePort(Protocol):
+    """Jobs, Pods, Secrets, ConfigMaps, status, Events, access reviews and Leases."""
+
+    availability: Availability
+
+    async def create_job(self, namespace: str, body: Mapping[str, Any]) -> Json: ...
+
+    async def read_job(self, namespace: str, name: str) -> Json: ...
+
+    async def delete_job(self, namespace: str, name: str, *, grace_seconds: int = ...) -> None: ...
+
+    async def list_jobs(
+        self, namespaces: Sequence[str] | None, label_selector: str
+    ) -> list[Json]: ...
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[Json]: ...
+
+    async def list_job_events(self, namespace: str, job_name: str) -> list[Json]: ...
+
+    async def pod_log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str: ...
+
+    async def create_or_replace_secret(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+
+    async def own_secret(self, namespace: str, name: str, owner: Mapping[str, Any]) -> None: ...
+
+    async def delete_secret(self, namespace: str, name: str) -> None: ...
+
+    async def read_secret_value(self, namespace: str, name: str, key: str) -> str: ...
+
+    async def read_configmap_value(self, namespace: str, name: str, key: str) -> str: ...
+
+    async def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: Json
+    ) -> None: ...
+
+    async def create_event(self, namespace: str, body: Json) -> Json: ...
+
+    async def patch_event(self, namespace: str, name: str, patch: Json) -> Json: ...
+
+    async def read_event(self, namespace: str, name: str) -> Json | None: ...
+
+    async def read_lease(self, namespace: str, name: str) -> Json | None: ...
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> Json: ...
+
+    async def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> Json: ...
