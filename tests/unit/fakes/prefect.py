@@ -60,14 +60,41 @@ def state_json(
     }
 
 
+def orchestrate(
+    cur_type: str, cur_name: str, type_: str, name: str, force: bool
+) -> tuple[str, str | None]:
+    """Prefect 3.9.1's verdict on a proposal, as far as the operator meets it: (status, reason).
+
+    Measured against the real server by tests/integration/test_fake_prefect_parity.py.
+    """
+    if cur_type == "SCHEDULED" and type_ == "CANCELLING":  # even forced: straight to Cancelled
+        return "REJECT", "Scheduled runs are cancelled directly."
+    if force:
+        return "ACCEPT", None
+    if cur_type == "CANCELLING" and type_ != "CANCELLED":
+        return "REJECT", "This run is cancelling; only a Cancelled state can follow."
+    if type_ == "PENDING" and not (
+        cur_type in ("SCHEDULED", "COMPLETED", "FAILED", "CRASHED")
+        or (cur_type == "PENDING" and name not in ("Pending", cur_name))
+    ):
+        return "ABORT", (
+            f"This run is in a {cur_type} state and cannot transition to a PENDING state."
+        )
+    if cur_type in TERMINAL and type_ in ("CRASHED", "CANCELLING"):
+        return "ABORT", f"Run is already in terminal state {cur_type}."
+    return "ACCEPT", None
+
+
 class FakePrefectClient(PrefectPort):
     """Flow runs, deployments, flows and a work pool, with a minimal orchestration policy.
 
-    Proposals follow the server's rules that the operator depends on: a forced proposal is
-    accepted; PENDING is accepted from SCHEDULED, and from PENDING only with a new name other
-    than "Pending"; any other PENDING proposal, and anything proposed to a terminal run, is
-    ABORTed with the server's reason. ``on_propose(run_id, type, name)`` runs before each
-    proposal, so a test can change a run's state "concurrently".
+    Proposals follow the server's rules (``orchestrate``, checked against a real server):
+    a forced proposal is accepted (but Cancelling a Scheduled run cancels it); PENDING is
+    accepted from SCHEDULED, from a terminal state other than CANCELLED, and from PENDING
+    only with a new name other than "Pending"; a CANCELLING run takes only CANCELLED
+    (REJECT); a terminal run takes neither CRASHED nor CANCELLING (ABORT).
+    ``on_propose(run_id, type, name)`` runs before each proposal, so a test can change a
+    run's state "concurrently".
     """
 
     def __init__(self) -> None:
@@ -288,37 +315,29 @@ class FakePrefectClient(PrefectPort):
         self, run: Json, type_: str, name: str, message: str | None, force: bool
     ) -> OrchestrationResult:
         current = run["state"]
-        cur_type, cur_name = current["type"], current["name"]
-        if force:
-            verdict, reason = "ACCEPT", None
-        elif cur_type in TERMINAL:
-            verdict, reason = "ABORT", f"Run is already in terminal state {cur_type}."
-        elif type_ == "PENDING":
-            if cur_type == "SCHEDULED" or (
-                cur_type == "PENDING" and name not in ("Pending", cur_name)
-            ):
-                verdict, reason = "ACCEPT", None
-            else:
-                verdict, reason = (
-                    "ABORT",
-                    f"This run is in a {cur_type} state and cannot transition to a PENDING state.",
-                )
-        else:
-            verdict, reason = "ACCEPT", None
-        if verdict == "ACCEPT":
-            st = state_json(type_, name, message=message, flow_run_id=run["id"])
-            run.update(state=st, state_id=st["id"], state_type=type_, state_name=name)
-            if type_ == "RUNNING" and run["start_time"] is None:
-                run["start_time"] = st["timestamp"]
+        verdict, reason = orchestrate(current["type"], current["name"], type_, name, force)
+        if verdict == "REJECT" and current["type"] == "SCHEDULED":  # Cancelling a Scheduled run
+            accepted = self._accept(run, "CANCELLED", "Cancelled", message)
             return OrchestrationResult.model_validate(
-                {"status": "ACCEPT", "state": st, "details": {"type": "accept_details"}}
+                {"status": "REJECT", "state": accepted.state, "details": {"type": "reject_details"}}
             )
+        if verdict == "ACCEPT":
+            return self._accept(run, type_, name, message)
         return OrchestrationResult.model_validate(
             {
                 "status": verdict,
                 "state": copy.deepcopy(current),
-                "details": {"type": "abort_details", "reason": reason},
+                "details": {"type": f"{verdict.lower()}_details", "reason": reason},
             }
+        )
+
+    def _accept(self, run: Json, type_: str, name: str, message: str | None) -> OrchestrationResult:
+        st = state_json(type_, name, message=message, flow_run_id=run["id"])
+        run.update(state=st, state_id=st["id"], state_type=type_, state_name=name)
+        if type_ == "RUNNING" and run["start_time"] is None:
+            run["start_time"] = st["timestamp"]
+        return OrchestrationResult.model_validate(
+            {"status": "ACCEPT", "state": st, "details": {"type": "accept_details"}}
         )
 
     async def set_flow_run_state(
