@@ -8,13 +8,16 @@ from typing import Any
 import anyio
 import pytest
 
-from prefect_job_operator.api.v1alpha1 import ANNOTATION_CLAIM, LABEL_OPERATOR
+from prefect_job_operator.api.v1alpha1 import (
+    ANNOTATION_CLAIM,
+    ANNOTATION_POD_WATCH_TIMEOUT,
+    LABEL_OPERATOR,
+)
 from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.submit import SUBMIT_FAILED, launch, poll_once
 from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import APIUnreachable
-from prefect_job_operator.tracking.runs import ANNOTATION_POD_WATCH_TIMEOUT
 from tests.unit.fakes import (
     POOL_ID,
     FakeKube,

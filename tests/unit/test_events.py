@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from prefect_job_operator.kube.client import Kube
-from prefect_job_operator.kube.events import EventSink, event_name
+from prefect_job_operator.kube.events import EventSink
+from prefect_job_operator.rendering.operator_objects import event_name
 from tests.unit.fakes import FakeKube
 
 WP: dict[str, Any] = {

@@ -20,15 +20,6 @@ from typing import Any, TypeVar
 import anyio
 
 from prefect_job_operator import clock
-from prefect_job_operator.api.labels import label_value
-from prefect_job_operator.api.v1alpha1 import (
-    ANNOTATION_CLAIM,
-    ANNOTATION_WORKPOOL,
-    LABEL_FLOW_RUN_ID,
-    LABEL_OPERATOR,
-    LABEL_WORK_POOL_ID,
-    LABEL_WORKPOOL,
-)
 from prefect_job_operator.dispatch.runtime import NamespaceAccess, PoolConfig, Ports, SyncedPool
 from prefect_job_operator.kube.client import Kube, KubeError
 from prefect_job_operator.prefect_api.client import PrefectClient
@@ -45,13 +36,10 @@ from prefect_job_operator.rendering import (
     RenderError,
     ResolvedReferences,
     collect_references,
+    operator_objects,
     render_job,
 )
-from prefect_job_operator.tracking.runs import (
-    ANNOTATION_JOB_WATCH_TIMEOUT,
-    ANNOTATION_POD_WATCH_TIMEOUT,
-    RunTable,
-)
+from prefect_job_operator.tracking.runs import RunTable
 
 log = logging.getLogger(__name__)
 
@@ -485,42 +473,23 @@ async def render_for_run(
 
 
 def routing_labels(sub: Submitter, flow_run_id: str) -> dict[str, str]:
-    """The labels the operator's watches and tables route by. They are applied after the
-    template and the job variables and override them: a Job the operator cannot route is a
-    Job it cannot see (docs/compatibility.md)."""
-    labels = {
-        LABEL_OPERATOR: label_value(sub.cfg.settings.instance),
-        LABEL_WORKPOOL: label_value(sub.cfg.name),
-        LABEL_FLOW_RUN_ID: flow_run_id,
-    }
-    if sub.synced.pool_id:
-        labels[LABEL_WORK_POOL_ID] = sub.synced.pool_id
-    return labels
+    """The routing labels of one run's Job (rendering.operator_objects.routing_labels)."""
+    return operator_objects.routing_labels(
+        sub.cfg.settings.instance, sub.cfg.name, flow_run_id, sub.synced.pool_id
+    )
 
 
 def _decorate(sub: Submitter, rendered: RenderedJob, claim_id: str | None, run_id: str) -> None:
-    """Operator bookkeeping on the manifest: routing labels, claim, timeouts, default TTL."""
-    meta = rendered.manifest.setdefault("metadata", {})
-    annotations = meta.setdefault("annotations", {})
-    annotations[ANNOTATION_WORKPOOL] = sub.cfg.key
-    if claim_id:
-        annotations[ANNOTATION_CLAIM] = claim_id
-    if rendered.pod_watch_timeout_seconds is not None:
-        annotations[ANNOTATION_POD_WATCH_TIMEOUT] = str(rendered.pod_watch_timeout_seconds)
-    if rendered.job_watch_timeout_seconds is not None:
-        annotations[ANNOTATION_JOB_WATCH_TIMEOUT] = str(rendered.job_watch_timeout_seconds)
-    routing = routing_labels(sub, run_id)
-    meta["labels"] = {**(meta.get("labels") or {}), **routing}
-    pod_meta = (
-        rendered.manifest.setdefault("spec", {})
-        .setdefault("template", {})
-        .setdefault("metadata", {})
+    """Operator bookkeeping on the manifest (the pure rendering.operator_objects.decorate_job)."""
+    operator_objects.decorate_job(
+        rendered.manifest,
+        routing=routing_labels(sub, run_id),
+        workpool_key=sub.cfg.key,
+        claim_id=claim_id,
+        pod_watch_timeout=rendered.pod_watch_timeout_seconds,
+        job_watch_timeout=rendered.job_watch_timeout_seconds,
+        finished_job_ttl=sub.cfg.spec.recovery.finished_job_ttl_seconds,
     )
-    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **routing}
-    ttl = sub.cfg.spec.recovery.finished_job_ttl_seconds
-    spec = rendered.manifest["spec"]
-    if ttl is not None and spec.get("ttlSecondsAfterFinished") is None:
-        spec["ttlSecondsAfterFinished"] = ttl
 
 
 async def _resolve(client: PrefectClient, refs: Any) -> ResolvedReferences:

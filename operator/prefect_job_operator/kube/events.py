@@ -1,5 +1,7 @@
 """Kubernetes Events on WorkPools, aggregated the way client-go's EventRecorder does.
 
+The bodies are built by the pure ``rendering.operator_objects``; this module only sends them.
+
 Repeats of one (object, type, reason) are ONE Event object whose ``count`` and
 ``lastTimestamp`` grow (and whose message is the latest), so ``kubectl describe wp`` shows
 ``(x5 over 3m)`` instead of five lines, and a crash loop costs one PATCH per crash instead of
@@ -10,7 +12,6 @@ so a restarted operator continues the count of the Event it finds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -18,59 +19,11 @@ from typing import Any
 from prefect_job_operator import clock
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.kube.port import KubePort
+from prefect_job_operator.rendering.operator_objects import event_body, event_name, repeat_patch
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 1024
 MAX_TRACKED = 1000
-
-
-def event_name(involved: Mapping[str, Any], type_: str, reason: str) -> str:
-    """``<object name>.<16 hex of sha256(uid, type, reason)>``: the same key, the same Event."""
-    meta = involved.get("metadata") or {}
-    digest = hashlib.sha256(f"{meta.get('uid')}\0{type_}\0{reason}".encode()).hexdigest()[:16]
-    return f"{str(meta.get('name') or 'obj')[:200]}.{digest}"
-
-
-def event_body(
-    involved: Mapping[str, Any],
-    *,
-    name: str,
-    type_: str,
-    reason: str,
-    message: str,
-    component: str,
-    now: str,
-) -> dict[str, Any]:
-    """A new core/v1 Event with count 1."""
-    meta = involved.get("metadata") or {}
-    ns = meta.get("namespace") or "default"
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": name, "namespace": ns},
-        "involvedObject": {
-            "apiVersion": involved.get("apiVersion"),
-            "kind": involved.get("kind"),
-            "name": meta.get("name"),
-            "namespace": ns,
-            "uid": meta.get("uid"),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message[:MAX_MESSAGE],
-        "source": {"component": component},
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-        "reportingComponent": component,
-        "reportingInstance": component,
-    }
-
-
-def repeat_patch(count: int, message: str, now: str) -> dict[str, Any]:
-    """The merge patch of an Event seen once more (what client-go's EventLogger sends)."""
-    return {"count": count, "lastTimestamp": now, "message": message[:MAX_MESSAGE]}
 
 
 class EventSink:

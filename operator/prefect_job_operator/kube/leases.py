@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -26,15 +25,12 @@ import anyio
 from prefect_job_operator import clock
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.kube.port import KubePort
+from prefect_job_operator.rendering.operator_objects import lease_spec, new_lease, takeover_spec
 
 log = logging.getLogger(__name__)
 
 RENEW_DEADLINE_FRACTION = 2 / 3  # client-go's defaults: 10 s of a 15 s lease
 RETRY_FRACTION = 2 / 15  # client-go's defaults: 2 s of a 15 s lease
-
-
-def _fmt(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class PoolLease:
@@ -65,15 +61,6 @@ class PoolLease:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
 
-    def _spec(self, now: datetime, acquired: str | None, transitions: int) -> dict[str, Any]:
-        return {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.duration,
-            "acquireTime": acquired or _fmt(now),
-            "renewTime": _fmt(now),
-            "leaseTransitions": transitions,
-        }
-
     def _observe(self, lease: dict[str, Any]) -> float:
         """Seconds since this replica saw the lease record change (client-go's rule)."""
         spec = lease.get("spec") or {}
@@ -98,14 +85,9 @@ class PoolLease:
         try:
             lease = await self.kube.read_lease(self.namespace, self.name)
             if lease is None:
+                spec = lease_spec(self.identity, self.duration, now, None, 0)
                 await self.kube.create_lease(
-                    self.namespace,
-                    {
-                        "apiVersion": "coordination.k8s.io/v1",
-                        "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.namespace},
-                        "spec": self._spec(now, None, 0),
-                    },
+                    self.namespace, new_lease(self.namespace, self.name, spec)
                 )
                 return self._won()
             spec = lease.get("spec") or {}
@@ -116,13 +98,7 @@ class PoolLease:
             if holder not in (None, "", self.identity) and not expired:
                 self.held, self.holder = False, holder
                 return False
-            transitions = int(spec.get("leaseTransitions") or 0)
-            mine = holder == self.identity
-            lease["spec"] = self._spec(
-                now,
-                spec.get("acquireTime") if mine else None,
-                transitions if mine else transitions + 1,
-            )
+            lease["spec"] = takeover_spec(spec, self.identity, self.duration, now)
             written = await self.kube.replace_lease(self.namespace, self.name, lease)
             self._observe(written if isinstance(written, dict) and written else lease)
             return self._won()

@@ -13,11 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect_job_operator import clock
-from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
+from prefect_job_operator.api.v1alpha1 import (
+    ANNOTATION_JOB_WATCH_TIMEOUT,
+    ANNOTATION_POD_WATCH_TIMEOUT,
+    LABEL_FLOW_RUN_ID,
+)
 from prefect_job_operator.tracking.diagnosis import Diagnosis, diagnose
-
-ANNOTATION_POD_WATCH_TIMEOUT = "prefect-job-operator.dev/pod-watch-timeout-seconds"
-ANNOTATION_JOB_WATCH_TIMEOUT = "prefect-job-operator.dev/job-watch-timeout-seconds"
 
 Json = dict[str, Any]
 
