@@ -6,6 +6,7 @@ generated V1Job models costs more CPU than the request itself.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -95,6 +96,14 @@ def _error(exc: ApiException) -> KubeError:
     return KubeError(int(exc.status or 0), str(reason), str(message))
 
 
+def _key_of(kind: str, obj: Json, where: str, key: str) -> Any:
+    """``data[key]`` of a Secret or ConfigMap; a missing key is a 404 naming the object."""
+    data = obj.get("data") or {}
+    if key not in data:
+        raise KubeError(404, "NotFound", f"{kind} {where} has no key {key!r}")
+    return data[key]
+
+
 async def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -136,6 +145,15 @@ class Kube:
             raise
         self.availability.answered()
         return data
+
+    async def _json_or_none(self, coro: Any) -> Json | None:
+        """``_json``, with None for a 404 (the object does not exist)."""
+        try:
+            return await self._json(coro)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     @staticmethod
     async def _raw_json(coro: Any) -> Json:
@@ -278,24 +296,16 @@ class Kube:
                 raise
 
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str:
-        import base64
-
         secret = await self._json(
             self.core.read_namespaced_secret(name, namespace, _preload_content=False)
         )
-        data = secret.get("data") or {}
-        if key not in data:
-            raise KubeError(404, "NotFound", f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key]).decode()
+        return base64.b64decode(_key_of("Secret", secret, f"{namespace}/{name}", key)).decode()
 
     async def read_configmap_value(self, namespace: str, name: str, key: str) -> str:
         cm = await self._json(
             self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
         )
-        data = cm.get("data") or {}
-        if key not in data:
-            raise KubeError(404, "NotFound", f"ConfigMap {namespace}/{name} has no key {key!r}")
-        return str(data[key])
+        return str(_key_of("ConfigMap", cm, f"{namespace}/{name}", key))
 
     # Custom resources ------------------------------------------------------------------
     async def patch_status(
@@ -334,14 +344,9 @@ class Kube:
         )
 
     async def read_event(self, namespace: str, name: str) -> Json | None:
-        try:
-            return await self._json(
-                self.core.read_namespaced_event(name, namespace, _preload_content=False)
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._json_or_none(
+            self.core.read_namespaced_event(name, namespace, _preload_content=False)
+        )
 
     # Authorization ---------------------------------------------------------------------
     async def subject_access_review(self, body: Mapping[str, Any]) -> bool:
@@ -353,14 +358,9 @@ class Kube:
 
     # Leases ----------------------------------------------------------------------------
     async def read_lease(self, namespace: str, name: str) -> Json | None:
-        try:
-            return await self._json(
-                self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await self._json_or_none(
+            self.coordination.read_namespaced_lease(name, namespace, _preload_content=False)
+        )
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> Json:
         return await self._json(
