@@ -113,6 +113,9 @@ class Histogram(_Family):
         self._child(labels).observe(value)
 
 
+PREFIX = "prefect_job_operator"
+
+
 class Metrics:
     """The operator's metrics; one instance per process."""
 
@@ -121,87 +124,85 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        r, p, pool = self.registry, "prefect_job_operator", POOL_LABELS
-        self.runs_dispatched = Counter(
-            r, f"{p}_runs_dispatched_total", "Flow runs whose Job was created.", pool
+        self._per_pool: list[_Family] = []
+        """Every family labelled by pool: what `forget_pool` clears."""
+        self._run_metrics()
+        self._dispatch_metrics()
+        self._api_metrics()
+        self._pool_metrics()
+
+    def _counter(self, name: str, doc: str, *extra: str) -> Counter:
+        """A per-pool counter ``prefect_job_operator_<name>`` labelled by pool + ``extra``."""
+        family = Counter(self.registry, f"{PREFIX}_{name}", doc, (*POOL_LABELS, *extra))
+        self._per_pool.append(family)
+        return family
+
+    def _gauge(self, name: str, doc: str, *extra: str) -> Gauge:
+        family = Gauge(self.registry, f"{PREFIX}_{name}", doc, (*POOL_LABELS, *extra))
+        self._per_pool.append(family)
+        return family
+
+    def _histogram(self, name: str, doc: str) -> Histogram:
+        family = Histogram(self.registry, f"{PREFIX}_{name}", doc, POOL_LABELS)
+        self._per_pool.append(family)
+        return family
+
+    def _run_metrics(self) -> None:
+        self.runs_dispatched = self._counter(
+            "runs_dispatched_total", "Flow runs whose Job was created."
         )
-        self.runs_claim_lost = Counter(
-            r,
-            f"{p}_runs_claim_lost_total",
+        self.runs_claim_lost = self._counter(
+            "runs_claim_lost_total",
             "Pending proposals not accepted (another worker, concurrency limit).",
-            (*pool, "reason"),
+            "reason",
         )
-        self.runs_crashed = Counter(
-            r,
-            f"{p}_runs_crashed_total",
-            "Flow runs this operator marked Crashed.",
-            (*pool, "reason"),
+        self.runs_crashed = self._counter(
+            "runs_crashed_total", "Flow runs this operator marked Crashed.", "reason"
         )
-        self.runs_cancelled = Counter(
-            r, f"{p}_runs_cancelled_total", "Flow runs this operator marked Cancelled.", pool
+        self.runs_cancelled = self._counter(
+            "runs_cancelled_total", "Flow runs this operator marked Cancelled."
         )
-        self.submission_failures = Counter(
-            r, f"{p}_submission_failures_total", "Submissions that failed.", (*pool, "stage")
+        self.runs_by_state = self._gauge(
+            "runs", "Flow runs of the pool on Kubernetes, by phase.", "phase"
         )
-        self.dispatch_latency = Histogram(
-            r,
-            f"{p}_dispatch_latency_seconds",
+
+    def _dispatch_metrics(self) -> None:
+        self.submission_failures = self._counter(
+            "submission_failures_total", "Submissions that failed.", "stage"
+        )
+        self.dispatch_latency = self._histogram(
+            "dispatch_latency_seconds",
             "From the run's scheduled start time to the creation of its Job.",
-            pool,
         )
-        self.submit_duration = Histogram(
-            r, f"{p}_submit_duration_seconds", "Claim → Job created → pid recorded.", pool
+        self.submit_duration = self._histogram(
+            "submit_duration_seconds", "Claim → Job created → pid recorded."
         )
-        self.poll_duration = Histogram(
-            r, f"{p}_poll_duration_seconds", "Duration of get_scheduled_flow_runs.", pool
+        self.poll_duration = self._histogram(
+            "poll_duration_seconds", "Duration of get_scheduled_flow_runs."
         )
+
+    def _api_metrics(self) -> None:
+        r = self.registry
         self.api_requests = Counter(
-            r, f"{p}_prefect_api_requests_total", "Prefect API requests.", ("route", "status")
+            r, f"{PREFIX}_prefect_api_requests_total", "Prefect API requests.", ("route", "status")
         )
         self.api_latency = Histogram(
-            r, f"{p}_prefect_api_request_seconds", "Prefect API request latency.", ("route",)
+            r, f"{PREFIX}_prefect_api_request_seconds", "Prefect API request latency.", ("route",)
         )
-        self.api_errors = Counter(
-            r,
-            f"{p}_prefect_api_errors_total",
-            "Prefect API errors after retries.",
-            (*pool, "kind"),
+        self.api_errors = self._counter(
+            "prefect_api_errors_total", "Prefect API errors after retries.", "kind"
         )
-        self.api_up = Gauge(
-            r,
-            f"{p}_prefect_api_up",
+        self.api_up = self._gauge(
+            "prefect_api_up",
             "1 when the pool's last Prefect API call succeeded, 0 while its API is unreachable.",
-            pool,
         )
-        self.runs_by_state = Gauge(
-            r, f"{p}_runs", "Flow runs of the pool on Kubernetes, by phase.", (*pool, "phase")
+
+    def _pool_metrics(self) -> None:
+        self.pool_ready = self._gauge("pool_ready", "1 when the pool is Ready.")
+        self.last_poll = self._gauge(
+            "last_poll_timestamp_seconds", "Unix time of the last successful poll."
         )
-        self.pool_ready = Gauge(r, f"{p}_pool_ready", "1 when the pool is Ready.", pool)
-        self.last_poll = Gauge(
-            r,
-            f"{p}_last_poll_timestamp_seconds",
-            "Unix time of the last successful poll.",
-            pool,
-        )
-        self.leader = Gauge(
-            r, f"{p}_pool_leader", "1 when this replica holds the pool's Lease.", pool
-        )
-        self._per_pool: tuple[_Family, ...] = (
-            self.runs_dispatched,
-            self.runs_claim_lost,
-            self.runs_crashed,
-            self.runs_cancelled,
-            self.submission_failures,
-            self.dispatch_latency,
-            self.submit_duration,
-            self.poll_duration,
-            self.api_errors,
-            self.api_up,
-            self.runs_by_state,
-            self.pool_ready,
-            self.last_poll,
-            self.leader,
-        )
+        self.leader = self._gauge("pool_leader", "1 when this replica holds the pool's Lease.")
 
     def on_api_request(self, method: str, route: str, status: int | None, seconds: float) -> None:
         """Hook handed to the Prefect client."""
