@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from prefect_job_operator.rendering import kubernetes_job as k8s
-from prefect_job_operator.rendering.configuration import validate_configuration
+from prefect_job_operator.rendering.configuration import JobConfiguration, validate_configuration
 from prefect_job_operator.rendering.contracts import (
     References,
     RenderedJob,
@@ -119,31 +119,38 @@ def render_job(
         raise RenderError(f"cannot render the Job: {type(exc).__name__}: {exc}") from exc
 
 
-def _render(
+def _configuration(
     template: Mapping[str, Any],
-    *,
     deployment: dict[str, Any] | None,
-    flow: dict[str, Any],
     flow_run: dict[str, Any],
     worker: WorkerContext,
     references: ResolvedReferences,
-    claim_id: str | None,
-) -> RenderedJob:
+) -> JobConfiguration:
+    """The job configuration: job variables merged, templated, references resolved."""
     values = merge_job_variables(deployment, flow_run)
     if worker.strict_template_env:
         check_template_env(template.get("job_configuration"), values, worker.template_env)
     populated = templated_configuration(template, values, worker.template_env)
     populated = resolve_blocks(populated, references)
     populated = resolve_variables(populated, references.variables)
-    config = validate_configuration(populated)
-    manifest = copy.deepcopy(config.job_manifest)
+    return validate_configuration(populated)
 
-    marker = _SECRET_STAND_IN
+
+def _manifest(
+    config: JobConfiguration,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any],
+    flow_run: dict[str, Any],
+    worker: WorkerContext,
+) -> tuple[dict[str, Any], str]:
+    """Upstream's Job manifest, credentials still stand-ins, and the ``generateName``
+    upstream would send (kept only to derive our Job name)."""
+    manifest: dict[str, Any] = copy.deepcopy(config.job_manifest)
     # Credentials moved into a per-Job Secret need their env slot now; the ref follows the name.
     stand_ins = {var: SecretKeyRef("", "") for var in worker.credential_secrets}
     base_worker = replace(worker, secret_env={**worker.secret_env, **stand_ins})
     env = k8s.merge_environment(
-        config.env, k8s.base_environment(base_worker, flow_run, flow, deployment, marker)
+        config.env, k8s.base_environment(base_worker, flow_run, flow, deployment, _SECRET_STAND_IN)
     )
     labels = {**k8s.base_labels(worker, flow_run, flow, deployment), **config.labels}
     name = _render_name(config.name, flow, flow_run, worker.template_env)
@@ -156,22 +163,43 @@ def _render(
     generate_name = k8s.upstream_generate_name(manifest, name)
     k8s.propagate_to_pod(manifest, labels)
     k8s.add_operator_metadata(manifest, worker.operator_labels, worker.operator_annotations)
+    return manifest, generate_name
 
+
+def _secrets(
+    manifest: dict[str, Any], final_name: str, namespace: str, worker: WorkerContext
+) -> list[dict[str, Any]]:
+    """The Job's Secrets (credentials, and the env when stored as a Secret), refs set."""
+    credential_refs, rendered_secrets = k8s.credential_secrets(
+        final_name, namespace, worker.credential_secrets, worker.operator_labels
+    )
+    k8s.use_secret_refs(manifest, {**worker.secret_env, **credential_refs}, _SECRET_STAND_IN)
+    if worker.store_env_as_secret:
+        secret = k8s.move_env_to_secret(
+            manifest, f"{final_name}-env", namespace, worker.operator_labels
+        )
+        if secret is not None:
+            rendered_secrets.append(secret)
+    return rendered_secrets
+
+
+def _render(
+    template: Mapping[str, Any],
+    *,
+    deployment: dict[str, Any] | None,
+    flow: dict[str, Any],
+    flow_run: dict[str, Any],
+    worker: WorkerContext,
+    references: ResolvedReferences,
+    claim_id: str | None,
+) -> RenderedJob:
+    config = _configuration(template, deployment, flow_run, worker, references)
+    manifest, generate_name = _manifest(config, deployment, flow, flow_run, worker)
     final_name = job_name(flow_run, generate_name, claim_id)
     metadata = manifest["metadata"]
     metadata.pop("generateName", None)
     manifest["metadata"] = {"name": final_name, **metadata}
-
-    credential_refs, rendered_secrets = k8s.credential_secrets(
-        final_name, config.namespace, worker.credential_secrets, worker.operator_labels
-    )
-    k8s.use_secret_refs(manifest, {**worker.secret_env, **credential_refs}, marker)
-    if worker.store_env_as_secret:
-        secret = k8s.move_env_to_secret(
-            manifest, f"{final_name}-env", config.namespace, worker.operator_labels
-        )
-        if secret is not None:
-            rendered_secrets.append(secret)
+    rendered_secrets = _secrets(manifest, final_name, config.namespace, worker)
 
     return RenderedJob(
         manifest=manifest,
