@@ -109,14 +109,14 @@ def _printer_columns() -> list[dict[str, Any]]:
     ]
 
 
-def build_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition of WorkPool as a plain dict."""
+def _root_schema() -> dict[str, Any]:
+    """The openAPIV3Schema of a WorkPool: spec and status from the models, a name rule."""
     spec = structural_schema(v1alpha1.WorkPoolSpec)
     spec["default"] = {}
     status = structural_schema(v1alpha1.WorkPoolStatus)
     # kopf keeps its progress records in status; without this the API server prunes them.
     status["x-kubernetes-preserve-unknown-fields"] = True
-    root = {
+    return {
         "type": "object",
         "description": "A Prefect work pool whose flow runs the operator runs as Kubernetes "
         "Jobs: it syncs the pool with the Prefect API and acts as the pool's worker.",
@@ -137,6 +137,10 @@ def build_crd() -> dict[str, Any]:
             )
         ],
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of WorkPool as a plain dict."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -159,7 +163,7 @@ def build_crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": _printer_columns(),
-                    "schema": {"openAPIV3Schema": root},
+                    "schema": {"openAPIV3Schema": _root_schema()},
                 }
             ],
         },
