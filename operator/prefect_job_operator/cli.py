@@ -6,9 +6,12 @@ Subcommands import their module lazily, so `--version` and `render` never start 
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from prefect_job_operator import __version__
 
@@ -69,12 +72,59 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             print(f"prefect-job-operator: {exc}", file=sys.stderr)
             return 2
     if args.command == "render":
-        from prefect_job_operator.rendering.case import render_case_command
-
         return render_case_command(args.case)
     if args.command == "crds":
-        from prefect_job_operator.api.crdgen import crds_command
-
         return crds_command(check_dir=args.check)
     parser.print_help(sys.stderr)
     return 2
+
+
+def render_case_command(path: str) -> int:
+    """CLI entry: print the rendered case as JSON; exit 1 on a rendering error."""
+    from prefect_job_operator.rendering import RenderError
+    from prefect_job_operator.rendering.case import CaseError, render_case
+
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        case = json.loads(text)
+        if not isinstance(case, dict):
+            raise CaseError("a case must be a JSON object")
+        result = render_case(case)
+    except OSError as exc:
+        print(f"render: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"render: {path} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    except CaseError as exc:
+        print(f"render: invalid case: {exc}", file=sys.stderr)
+        return 2
+    except RenderError as exc:
+        print(f"render: {exc}", file=sys.stderr)
+        return 1
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def crds_command(check_dir: str | None) -> int:
+    """Print the CRD YAML, or with `check_dir` exit 1 if the file there differs."""
+    from prefect_job_operator.api.crdgen import CRD_FILENAME, render_crd_yaml
+
+    text = render_crd_yaml()
+    if check_dir is None:
+        sys.stdout.write(text)
+        return 0
+    path = Path(check_dir) / CRD_FILENAME
+    current = path.read_text() if path.exists() else ""
+    if current == text:
+        return 0
+    diff = difflib.unified_diff(
+        current.splitlines(keepends=True),
+        text.splitlines(keepends=True),
+        fromfile=str(path),
+        tofile="generated",
+    )
+    sys.stderr.write(f"{path} is out of date; run scripts/generate.py\n")
+    sys.stderr.writelines(diff)
+    return 1

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from prefect_job_operator import cli
 from prefect_job_operator.api import crdgen, v1alpha1
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,18 +31,18 @@ def test_chart_template_is_current() -> None:
 
 
 def test_check_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert crdgen.crds_command(str(tmp_path)) == 1  # missing file
+    assert cli.crds_command(str(tmp_path)) == 1  # missing file
     (tmp_path / crdgen.CRD_FILENAME).write_text(crdgen.render_crd_yaml())
-    assert crdgen.crds_command(str(tmp_path)) == 0
+    assert cli.crds_command(str(tmp_path)) == 0
     (tmp_path / crdgen.CRD_FILENAME).write_text(crdgen.render_crd_yaml().replace("wp", "xx"))
     capsys.readouterr()
-    assert crdgen.crds_command(str(tmp_path)) == 1
+    assert cli.crds_command(str(tmp_path)) == 1
     err = capsys.readouterr().err
     assert "out of date" in err and "-      - xx" in err and "+      - wp" in err
 
 
 def test_print_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    assert crdgen.crds_command(None) == 0
+    assert cli.crds_command(None) == 0
     assert capsys.readouterr().out == crdgen.render_crd_yaml()
 
 

@@ -12,10 +12,7 @@ text comes from PyYAML's safe dumper with sorted keys, so it is deterministic.
 
 from __future__ import annotations
 
-import difflib
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -212,24 +209,3 @@ def to_yaml(value: Any) -> str:
 
 
 # ---- the `crds` command -------------------------------------------------------------------
-
-
-def crds_command(check_dir: str | None) -> int:
-    """Print the CRD YAML, or with `check_dir` exit 1 if the file there differs."""
-    text = render_crd_yaml()
-    if check_dir is None:
-        sys.stdout.write(text)
-        return 0
-    path = Path(check_dir) / CRD_FILENAME
-    current = path.read_text() if path.exists() else ""
-    if current == text:
-        return 0
-    diff = difflib.unified_diff(
-        current.splitlines(keepends=True),
-        text.splitlines(keepends=True),
-        fromfile=str(path),
-        tofile="generated",
-    )
-    sys.stderr.write(f"{path} is out of date; run scripts/generate.py\n")
-    sys.stderr.writelines(diff)
-    return 1

@@ -8,8 +8,6 @@ docs/compatibility.md; credentials always end up as secretKeyRefs, never as plai
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -21,7 +19,6 @@ from prefect_job_operator.rendering.contracts import (
     SecretKeyRef,
     WorkerContext,
 )
-from prefect_job_operator.rendering.errors import RenderError
 from prefect_job_operator.rendering.kubernetes_job import NEVER_INJECTED, NEVER_PLAIN
 from prefect_job_operator.rendering.render import render_job
 from prefect_job_operator.rendering.slugs import slugify_name
@@ -173,28 +170,3 @@ def render_case(case: Mapping[str, Any]) -> dict[str, Any]:
     _, generated = credential_refs(env, worker.worker_name)
     to_create = {var: worker.secret_env[var] for var in sorted(generated)}
     return {"job": job.manifest, "secrets": [*_credential_secrets(job, to_create), *job.secrets]}
-
-
-def render_case_command(path: str) -> int:
-    """CLI entry: print the rendered case as JSON; exit 1 on a rendering error."""
-    try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-        case = json.loads(text)
-        if not isinstance(case, dict):
-            raise CaseError("a case must be a JSON object")
-        result = render_case(case)
-    except OSError as exc:
-        print(f"render: cannot read {path}: {exc}", file=sys.stderr)
-        return 2
-    except json.JSONDecodeError as exc:
-        print(f"render: {path} is not valid JSON: {exc}", file=sys.stderr)
-        return 2
-    except CaseError as exc:
-        print(f"render: invalid case: {exc}", file=sys.stderr)
-        return 2
-    except RenderError as exc:
-        print(f"render: {exc}", file=sys.stderr)
-        return 1
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
