@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from prefect_job_operator import clock
+from prefect_job_operator.api.v1alpha1 import LABEL_WORK_POOL_ID
 from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.sweep import apply_actions
 from prefect_job_operator.kube.client import Kube
@@ -21,8 +22,6 @@ from prefect_job_operator.tracking.runs import Action
 from prefect_job_operator.writeback.outcomes import poll_is_stale
 
 log = logging.getLogger(__name__)
-
-LABEL_WORK_POOL_ID = "prefect.io/work-pool-id"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import anyio
 
 from prefect_job_operator import clock
+from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
 from prefect_job_operator.dispatch.runtime import NamespaceAccess, PoolConfig, Ports, SyncedPool
 from prefect_job_operator.kube.client import Kube, KubeError
 from prefect_job_operator.prefect_api.client import PrefectClient
@@ -546,8 +547,8 @@ async def create_job_idempotent(kube: Kube, rendered: RenderedJob) -> dict[str, 
             await kube.own_secret(rendered.namespace, secret["metadata"]["name"], job)
         return job
     existing = await kube.read_job(rendered.namespace, rendered.name)
-    want = (rendered.manifest["metadata"].get("labels") or {}).get("prefect.io/flow-run-id")
-    have = ((existing.get("metadata") or {}).get("labels") or {}).get("prefect.io/flow-run-id")
+    want = (rendered.manifest["metadata"].get("labels") or {}).get(LABEL_FLOW_RUN_ID)
+    have = ((existing.get("metadata") or {}).get("labels") or {}).get(LABEL_FLOW_RUN_ID)
     if want != have:
         raise SubmissionError(
             f"a Job named {rendered.name} already exists in {rendered.namespace} for another "

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect_job_operator import clock
-from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
+from prefect_job_operator.api.v1alpha1 import JOB_CONTAINER_NAME, LABEL_FLOW_RUN_ID
 from prefect_job_operator.dispatch.runtime import NamespaceAccess, PoolConfig, Ports
 from prefect_job_operator.dispatch.submit import Submitter, launch, write_followup
 from prefect_job_operator.kube.client import KubeError
@@ -124,7 +124,9 @@ async def _forward_crash_logs(sw: Sweeper, rec: RunRecord) -> None:
         return
     for pod_name in list(rec.pods)[-1:]:
         try:
-            text = await sw.ports.kube.pod_log_tail(rec.namespace, pod_name, "prefect-job", lines)
+            text = await sw.ports.kube.pod_log_tail(
+                rec.namespace, pod_name, JOB_CONTAINER_NAME, lines
+            )
         except KubeError:
             return
         if text.strip():

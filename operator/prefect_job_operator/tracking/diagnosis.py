@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from prefect_job_operator.api.v1alpha1 import JOB_CONTAINER_NAME
+
 Phase = Literal["pending", "running", "succeeded", "failed", "unknown"]
 
-JOB_CONTAINER: Final = "prefect-job"
+JOB_CONTAINER: Final = JOB_CONTAINER_NAME
 DEFAULT_BACKOFF_LIMIT: Final = 6
 """batch/v1 Job's default spec.backoffLimit."""
 

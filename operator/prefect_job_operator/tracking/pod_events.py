@@ -21,6 +21,7 @@ from typing import Any, Final
 from slugify import slugify
 
 from prefect_job_operator import clock
+from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID, LABEL_WORK_POOL_ID
 from prefect_job_operator.rendering.contracts import DEFAULT_PREFECT_VERSION
 from prefect_job_operator.tracking.diagnosis import parse_time
 
@@ -129,10 +130,10 @@ def related_from_labels(labels: Mapping[str, str]) -> list[dict[str, str]]:
                 entry["prefect.resource.name"] = labels[name_label]
             related.append({**entry, **extra})
 
-    add("prefect.io/flow-run-id", "flow-run", "flow-run", "prefect.io/flow-run-name")
+    add(LABEL_FLOW_RUN_ID, "flow-run", "flow-run", "prefect.io/flow-run-name")
     add("prefect.io/deployment-id", "deployment", "deployment", "prefect.io/deployment-name")
     add("prefect.io/flow-id", "flow", "flow", "prefect.io/flow-name")
-    add("prefect.io/work-pool-id", "work-pool", "work-pool", "prefect.io/work-pool-name")
+    add(LABEL_WORK_POOL_ID, "work-pool", "work-pool", "prefect.io/work-pool-name")
     worker = labels.get("prefect.io/worker-name")
     if worker:
         related.append(
