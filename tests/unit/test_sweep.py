@@ -267,7 +267,7 @@ async def test_final_sweep_ignores_finished_jobs_and_other_submissions() -> None
 
 async def test_apply_crash_proposes_crashed_and_forwards_the_log_tail() -> None:
     rt, client, kube = make_runtime()
-    rt.ports.telemetry = Telemetry(client, worker_name=rt.cfg.worker_name, pool=rt.synced.pool)  # type: ignore[arg-type]
+    rt.ports.telemetry = Telemetry(client, worker_name=rt.cfg.worker_name, pool=rt.synced.pool)
     run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
     _with_job(rt, kube, run_id, None)
     pod = pod_json(run_id, JOB, phase="Failed", exit_code=1)
@@ -472,7 +472,7 @@ async def test_crash_log_tail_is_upstreams_500_lines_by_default_and_a_setting() 
         if setting is not None:
             settings = settings.model_copy(update={"crash_log_tail_lines": setting})
         rt, client, kube = make_runtime(settings=settings)
-        rt.ports.telemetry = Telemetry(client, worker_name=rt.cfg.worker_name, pool=rt.synced.pool)  # type: ignore[arg-type]
+        rt.ports.telemetry = Telemetry(client, worker_name=rt.cfg.worker_name, pool=rt.synced.pool)
         run_id = client.add_run(state="RUNNING", pid=PID, start_time=now())
         _with_job(rt, kube, run_id, None)
         pod = pod_json(run_id, JOB, phase="Failed", exit_code=1)

@@ -16,9 +16,10 @@ from typing import Any
 from slugify import slugify
 
 from prefect_job_operator import __version__, clock
-from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import PrefectAPIError
 from prefect_job_operator.prefect_api.models import LogRecord
+from prefect_job_operator.prefect_api.port import PrefectPort
+from prefect_job_operator.rendering.contracts import DEFAULT_PREFECT_VERSION
 from prefect_job_operator.tracking.pod_events import PodEventLog
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ MAX_BATCH = 200
 class Telemetry:
     """Buffers for one pool; ``flush_forever`` runs in the pool's task group."""
 
-    def __init__(self, client: PrefectClient, *, worker_name: str, pool: Mapping[str, Any]):
+    def __init__(self, client: PrefectPort, *, worker_name: str, pool: Mapping[str, Any]):
         self.client = client
         self.worker_name = worker_name
         self.pool = pool
@@ -38,13 +39,16 @@ class Telemetry:
         self.enabled = True
         self.pod_events_enabled = True
         self.pod_events = PodEventLog()
+        self.prefect_version: str | None = None
+        """The server's version (``GET /admin/version``), asked before the first flush."""
+        self._version_asked = False
 
     def worker_resource(self) -> dict[str, str]:
         slug = slugify(self.worker_name) or "worker"
         return {
             "prefect.resource.id": f"prefect.worker.kubernetes.{slug}",
             "prefect.resource.name": self.worker_name,
-            "prefect.version": "3.9.1",
+            "prefect.version": self.prefect_version or DEFAULT_PREFECT_VERSION,
             "prefect.worker-type": "kubernetes",
             "prefect-job-operator.version": __version__,
         }
@@ -141,7 +145,21 @@ class Telemetry:
             )
         )
 
+    async def learn_prefect_version(self) -> None:
+        """Ask the server its version, once per term: until it answers (or if it fails),
+        events name the version the operator emulates."""
+        if self._version_asked:
+            return
+        self._version_asked = True
+        try:
+            self.prefect_version = await self.client.server_version()
+        except PrefectAPIError as exc:
+            log.warning("Reading the Prefect server's version failed: %s", exc)
+            return
+        self.pod_events.prefect_version = self.prefect_version
+
     async def flush(self) -> None:
+        await self.learn_prefect_version()
         events, self.events = self.events[:MAX_BATCH], self.events[MAX_BATCH:]
         logs, self.logs = self.logs[:MAX_BATCH], self.logs[MAX_BATCH:]
         try:
@@ -155,6 +173,7 @@ class Telemetry:
             )
 
     async def flush_forever(self, interval: float = 1.0) -> None:
+        await self.learn_prefect_version()
         while True:
             await asyncio.sleep(interval)
             await self.flush()

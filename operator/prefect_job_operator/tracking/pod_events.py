@@ -115,7 +115,9 @@ def event_id(uid: str, phase: str, status: Mapping[str, Any]) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(key, sort_keys=True)))
 
 
-def related_from_labels(labels: Mapping[str, str]) -> list[dict[str, str]]:
+def related_from_labels(
+    labels: Mapping[str, str], prefect_version: str = DEFAULT_PREFECT_VERSION
+) -> list[dict[str, str]]:
     """Flow run, deployment, flow, work pool and worker, from the pod's Prefect labels."""
     related: list[dict[str, str]] = []
 
@@ -142,13 +144,15 @@ def related_from_labels(labels: Mapping[str, str]) -> list[dict[str, str]]:
                 "prefect.resource.role": "worker",
                 "prefect.resource.name": worker,
                 "prefect.worker-type": "kubernetes",
-                "prefect.version": DEFAULT_PREFECT_VERSION,
+                "prefect.version": prefect_version,
             }
         )
     return related
 
 
-def build_pod_event(event_type: str | None, pod: Mapping[str, Any]) -> dict[str, Any] | None:
+def build_pod_event(
+    event_type: str | None, pod: Mapping[str, Any], prefect_version: str = DEFAULT_PREFECT_VERSION
+) -> dict[str, Any] | None:
     """The event for one pod watch event, without `follows`; None if the pod has no phase."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
@@ -177,7 +181,7 @@ def build_pod_event(event_type: str | None, pod: Mapping[str, Any]) -> dict[str,
         "occurred": (occurred or clock.now()).isoformat(),
         "event": f"{EVENT_PREFIX}{str(phase).lower()}",
         "resource": resource,
-        "related": related_from_labels(meta.get("labels") or {}),
+        "related": related_from_labels(meta.get("labels") or {}, prefect_version),
         "payload": {},
     }
 
@@ -192,12 +196,14 @@ class PodEventLog:
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._last: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
         self._size = size
+        self.prefect_version = DEFAULT_PREFECT_VERSION
+        """The worker's ``prefect.version`` in related resources: the server's, once known."""
 
     def next_event(self, event_type: str | None, pod: Mapping[str, Any]) -> dict[str, Any] | None:
         """The event to send for this watch event, or None when it was sent already."""
         if event_type == "DELETED":
             return None
-        event = build_pod_event(event_type, pod)
+        event = build_pod_event(event_type, pod, self.prefect_version)
         if event is None or event["id"] in self._sent:
             return None
         uid = str((pod.get("metadata") or {}).get("uid"))
