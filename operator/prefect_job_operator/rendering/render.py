@@ -104,14 +104,23 @@ def render_job(
 ) -> RenderedJob:
     """The Job (and Secrets) for one claimed flow run; RenderError names what is wrong."""
     try:
-        return _render(
-            _template_or_default(base_job_template),
-            deployment=deployment,
-            flow=flow,
-            flow_run=flow_run,
-            worker=worker,
-            references=references,
-            claim_id=claim_id,
+        template = _template_or_default(base_job_template)
+        config = _configuration(template, deployment, flow_run, worker, references)
+        manifest, generate_name = _manifest(config, deployment, flow, flow_run, worker)
+        final_name = job_name(flow_run, generate_name, claim_id)
+        metadata = manifest["metadata"]
+        metadata.pop("generateName", None)
+        manifest["metadata"] = {"name": final_name, **metadata}
+        rendered_secrets = _secrets(manifest, final_name, config.namespace, worker)
+
+        return RenderedJob(
+            manifest=manifest,
+            namespace=config.namespace,
+            name=final_name,
+            secrets=rendered_secrets,
+            pod_watch_timeout_seconds=config.pod_watch_timeout_seconds,
+            job_watch_timeout_seconds=config.job_watch_timeout_seconds,
+            stream_output=config.stream_output,
         )
     except RenderError:
         raise
@@ -181,32 +190,3 @@ def _secrets(
         if secret is not None:
             rendered_secrets.append(secret)
     return rendered_secrets
-
-
-def _render(
-    template: Mapping[str, Any],
-    *,
-    deployment: dict[str, Any] | None,
-    flow: dict[str, Any],
-    flow_run: dict[str, Any],
-    worker: WorkerContext,
-    references: ResolvedReferences,
-    claim_id: str | None,
-) -> RenderedJob:
-    config = _configuration(template, deployment, flow_run, worker, references)
-    manifest, generate_name = _manifest(config, deployment, flow, flow_run, worker)
-    final_name = job_name(flow_run, generate_name, claim_id)
-    metadata = manifest["metadata"]
-    metadata.pop("generateName", None)
-    manifest["metadata"] = {"name": final_name, **metadata}
-    rendered_secrets = _secrets(manifest, final_name, config.namespace, worker)
-
-    return RenderedJob(
-        manifest=manifest,
-        namespace=config.namespace,
-        name=final_name,
-        secrets=rendered_secrets,
-        pod_watch_timeout_seconds=config.pod_watch_timeout_seconds,
-        job_watch_timeout_seconds=config.job_watch_timeout_seconds,
-        stream_output=config.stream_output,
-    )
