@@ -50,6 +50,8 @@ class TcpProxy:
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()  # its self-pipe sockets too (a ResourceWarning otherwise)
 
     def __enter__(self) -> TcpProxy:
         return self.start()
