@@ -21,6 +21,7 @@ from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.pool_factory import build_runtime
 from prefect_job_operator.prefect_api.client import (
     HeaderConflict,
+    PrefectClient,
     TlsOptions,
     custom_request_headers,
 )
@@ -475,12 +476,15 @@ async def test_ca_bundle_timeout_and_retries_reach_the_client(tmp_path: Path) ->
         }
     }
     rt = await _build(_context(kube, client_max_retries=4), spec)
-    http = rt.ports.client._http
-    assert http.headers["X-Team"] == "data"
-    assert http.timeout.read == 7
-    assert rt.ports.client.retry.max_retries == 2
+    client = rt.ports.client
+    assert isinstance(client, PrefectClient)  # the adapter the pool factory builds
+    assert client._http.headers["X-Team"] == "data"
+    assert client._http.timeout.read == 7
+    assert client.retry.max_retries == 2
     rt2 = await _build(_context(kube, client_max_retries=4, api_request_timeout=9), {})
-    assert (rt2.ports.client.retry.max_retries, rt2.ports.client._http.timeout.read) == (4, 9)
+    client2 = rt2.ports.client
+    assert isinstance(client2, PrefectClient)
+    assert (client2.retry.max_retries, client2._http.timeout.read) == (4, 9)
 
 
 def _waiting(reason: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 from prefect_job_operator.kube.client import KubeError
 from prefect_job_operator.metrics import Metrics
 from prefect_job_operator.pool_factory import PolicyRefusal, build_runtime
+from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.registry import OperatorContext
 from prefect_job_operator.security.urls import (
     UnsafeURLError,
@@ -204,8 +205,10 @@ async def test_the_operators_custom_headers_follow_its_url_too() -> None:
     )
     own = await build_runtime(ctx, workpool_body(spec={"workQueues": []}))
     try:
-        assert "x-proxy-token" not in other.ports.client._http.headers
-        assert own.ports.client._http.headers["x-proxy-token"] == "operator-proxy-token"
+        other_client, own_client = other.ports.client, own.ports.client
+        assert isinstance(other_client, PrefectClient) and isinstance(own_client, PrefectClient)
+        assert "x-proxy-token" not in other_client._http.headers
+        assert own_client._http.headers["x-proxy-token"] == "operator-proxy-token"
     finally:
         await other.ports.client.aclose()
         await own.ports.client.aclose()

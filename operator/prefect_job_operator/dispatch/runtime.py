@@ -24,10 +24,10 @@ from prefect_job_operator.api.job_namespaces import (
 )
 from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
 from prefect_job_operator.dispatch.telemetry import Telemetry
-from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.kube.events import EventSink
+from prefect_job_operator.kube.port import KubePort
 from prefect_job_operator.metrics import Metrics
-from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.prefect_api.port import PrefectPort
 from prefect_job_operator.rendering import WorkerContext
 from prefect_job_operator.security.job_credentials import OperatorKeyUse
 from prefect_job_operator.settings import OperatorSettings
@@ -173,9 +173,9 @@ class Ports:
     metrics, and the batched worker telemetry (set by the worker loop for each term)."""
 
     cfg: PoolConfig
-    client: PrefectClient
+    client: PrefectPort
     writer: StateWriter
-    kube: Kube
+    kube: KubePort
     metrics: Metrics
     counters: Counters = field(default_factory=Counters)
     events: EventSink | None = None

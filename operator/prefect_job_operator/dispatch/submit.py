@@ -22,8 +22,8 @@ import anyio
 from prefect_job_operator import clock
 from prefect_job_operator.api.v1alpha1 import LABEL_FLOW_RUN_ID
 from prefect_job_operator.dispatch.runtime import NamespaceAccess, PoolConfig, Ports, SyncedPool
-from prefect_job_operator.kube.client import Kube, KubeError
-from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.kube.port import KubePort
 from prefect_job_operator.prefect_api.errors import (
     APIUnreachable,
     BlockDocumentNotFound,
@@ -32,6 +32,7 @@ from prefect_job_operator.prefect_api.errors import (
     PrefectAPIError,
 )
 from prefect_job_operator.prefect_api.models import FlowRun
+from prefect_job_operator.prefect_api.port import PrefectPort
 from prefect_job_operator.rendering import (
     RenderedJob,
     RenderError,
@@ -176,7 +177,7 @@ def _capacity(sub: Submitter) -> int | None:
 
 
 async def _read_many(
-    client: PrefectClient, kind: str, ids: Iterable[str]
+    client: PrefectPort, kind: str, ids: Iterable[str]
 ) -> dict[str, dict[str, Any] | None]:
     """Read each deployment once; a missing one maps to None (its runs get cancelled)."""
     out: dict[str, dict[str, Any] | None] = {}
@@ -493,7 +494,7 @@ def _decorate(sub: Submitter, rendered: RenderedJob, claim_id: str | None, run_i
     )
 
 
-async def _resolve(client: PrefectClient, refs: Any) -> ResolvedReferences:
+async def _resolve(client: PrefectPort, refs: Any) -> ResolvedReferences:
     blocks: dict[tuple[str, str], Any] = {}
     block_ids: dict[str, Any] = {}
     variables: dict[str, Any] = {}
@@ -514,7 +515,7 @@ async def _resolve(client: PrefectClient, refs: Any) -> ResolvedReferences:
 
 
 async def create_job_with_retry(
-    kube: Kube, rendered: RenderedJob, retry_seconds: float
+    kube: KubePort, rendered: RenderedJob, retry_seconds: float
 ) -> dict[str, Any]:
     """``create_job_idempotent``, retried with backoff on infrastructure faults for at most
     ``settings.submit_retry_seconds``; the deterministic name makes every retry safe (a create
@@ -532,7 +533,7 @@ async def create_job_with_retry(
         delay = min(delay * 2, 5.0)
 
 
-async def create_job_idempotent(kube: Kube, rendered: RenderedJob) -> dict[str, Any]:
+async def create_job_idempotent(kube: KubePort, rendered: RenderedJob) -> dict[str, Any]:
     """Create the Job; a 409 on our deterministic name means it exists already: adopt it."""
     for secret in rendered.secrets:
         await kube.create_or_replace_secret(rendered.namespace, secret)
@@ -559,7 +560,7 @@ async def create_job_idempotent(kube: Kube, rendered: RenderedJob) -> dict[str, 
     return existing
 
 
-async def _drop_secrets(kube: Kube, rendered: RenderedJob) -> None:
+async def _drop_secrets(kube: KubePort, rendered: RenderedJob) -> None:
     for secret in rendered.secrets:
         try:
             await kube.delete_secret(rendered.namespace, secret["metadata"]["name"])

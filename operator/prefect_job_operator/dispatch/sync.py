@@ -21,14 +21,15 @@ from prefect_job_operator import clock
 from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.conditions import REASON_TEMPLATE_ENV_UNDECLARED
 from prefect_job_operator.dispatch.runtime import PoolConfig, Ports, SyncedPool
-from prefect_job_operator.kube.client import Kube, KubeError
-from prefect_job_operator.prefect_api.client import PrefectClient
+from prefect_job_operator.kube.client import KubeError
+from prefect_job_operator.kube.port import KubePort
 from prefect_job_operator.prefect_api.errors import (
     ValidationFailed,
     WorkPoolAlreadyExists,
     WorkPoolNotFound,
 )
 from prefect_job_operator.prefect_api.models import Worker, WorkPool
+from prefect_job_operator.prefect_api.port import PrefectPort
 from prefect_job_operator.rendering import default_base_job_template, is_stock_template
 from prefect_job_operator.rendering.templating import undeclared_env_placeholders
 
@@ -44,7 +45,7 @@ class SyncProblem(Exception):
         self.message = message
 
 
-async def desired_template(cfg: PoolConfig, kube: Kube) -> dict[str, Any] | None:
+async def desired_template(cfg: PoolConfig, kube: KubePort) -> dict[str, Any] | None:
     """The template the spec asks for, or None when the spec names none."""
     spec = cfg.spec
     if spec.base_job_template:
@@ -135,7 +136,7 @@ def foreign_owner(record: Any, me: Mapping[str, str], online: set[str]) -> Mappi
     return record if record.get("worker") in online else None
 
 
-async def claim_pool(cfg: PoolConfig, client: PrefectClient) -> None:
+async def claim_pool(cfg: PoolConfig, client: PrefectPort) -> None:
     """Refuse to run a Prefect pool another live WorkPool runs; else record ourselves."""
     name = owner_variable(cfg.pool_name)
     me = owner_record(cfg)
@@ -190,7 +191,7 @@ async def sync_pool(cfg: PoolConfig, ports: Ports, synced: SyncedPool) -> list[s
 
 async def _read_or_create(
     cfg: PoolConfig,
-    client: PrefectClient,
+    client: PrefectPort,
     wanted_template: dict[str, Any] | None,
     changes: list[str],
 ) -> WorkPool:
@@ -261,7 +262,7 @@ def check_template_env(cfg: PoolConfig, template: dict[str, Any]) -> None:
         )
 
 
-async def heartbeat(cfg: PoolConfig, client: PrefectClient) -> None:
+async def heartbeat(cfg: PoolConfig, client: PrefectPort) -> None:
     """The REST heartbeat: the worker shows ONLINE and the pool READY."""
     await client.heartbeat(
         cfg.pool_name, cfg.worker_name, cfg.spec.worker.heartbeat_interval_seconds

@@ -2,7 +2,8 @@
 
 ``PrefectClient`` is the adapter; the unit tests' fake implements the same Protocol, so a
 signature that drifts is a mypy error, not a test that passes against the wrong shape.
-Lifecycle calls (``aclose``, ``delete_work_pool``) stay on the concrete client.
+A pool's ports hold this type, so its lifecycle calls (``aclose``, ``delete_work_pool``) are
+here too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ Json = dict[str, Any]
 class PrefectPort(Protocol):
     """What dispatch, tracking and writeback ask of the Prefect API."""
 
+    async def aclose(self) -> None: ...
+
     async def read_work_pool(self, name: str) -> WorkPool: ...
+
+    async def delete_work_pool(self, name: str) -> None: ...
 
     async def create_work_pool(
         self,

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.prefect_api.errors import PrefectAPIError
+from prefect_job_operator.prefect_api.port import PrefectPort
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class StateWriter:
     """Proposals for one pool, with counters for the CR status and metrics."""
 
     def __init__(
-        self, client: PrefectClient, *, on_outcome: Callable[[str, str], None] | None = None
+        self, client: PrefectPort, *, on_outcome: Callable[[str, str], None] | None = None
     ) -> None:
         self.client = client
         self.on_outcome: Callable[[str, str], None] = on_outcome or (lambda kind, reason: None)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from prefect_job_operator.api.v1alpha1 import WorkPoolSpec
 from prefect_job_operator.dispatch.pool import Pool
 from prefect_job_operator.dispatch.runtime import PoolConfig, Ports
-from prefect_job_operator.kube.client import Kube
 from prefect_job_operator.metrics import Metrics
-from prefect_job_operator.prefect_api.client import PrefectClient
 from prefect_job_operator.rendering import WorkerContext
 from prefect_job_operator.settings import OperatorSettings
 from prefect_job_operator.writeback.outcomes import Condition
@@ -74,9 +72,9 @@ def make_runtime(
     )
     ports = Ports(
         cfg,
-        client=cast(PrefectClient, client),
-        writer=StateWriter(cast(PrefectClient, client)),
-        kube=cast(Kube, kube),
+        client=client,
+        writer=StateWriter(client),
+        kube=kube,
         metrics=Metrics(),
     )
     worker_ctx = WorkerContext(

@@ -207,6 +207,14 @@ class FakePrefectClient(PrefectPort):
         return [(t, n, m, f) for r, t, n, m, f in self.proposals if r == run_id]
 
     # ---- pools and workers
+    async def aclose(self) -> None:
+        self._enter("aclose")
+
+    async def delete_work_pool(self, name: str) -> None:
+        self._enter("delete_work_pool")
+        if self.pools.pop(name, None) is None:
+            raise WorkPoolNotFound(404, f'Work pool "{name}" not found.')
+
     async def read_work_pool(self, name: str) -> WorkPool:
         self._enter("read_work_pool")
         if name not in self.pools:
