@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import report, scale, scenarios
 from bench.scenarios import log
 from bench.subjects import LEAN_PROFILE, Ours, Profile, Subject, Upstream
 from bench.world import REPO_ROOT, World, world
@@ -48,6 +48,20 @@ class Plan:
     shared: bool = False
     """One session (namespace, pool, subject process) per subject instead of per scenario."""
     tail_seconds: float = scenarios.TAIL_SECONDS
+    scale_only: bool = False
+    """Only the scale scenarios below (no ceilings, bursts, steady or crash)."""
+    memory_sizes: list[int] = field(default_factory=list)
+    """Active runs per step of the memory scenario (e.g. 1000,5000,10000); empty = off."""
+    memory_step_limit: float = 900.0
+    tracemalloc: bool = False
+    pools: int = 0
+    """WorkPools of the many-pools scenario on two replicas; 0 = off."""
+    pool_runs: int = 10
+    pool_idle_seconds: float = 120.0
+    pool_lease_seconds: int = 15
+    soak_seconds: float = 0.0
+    soak_rate: float = 1.0
+    soak_crash_every: int = 10
 
 
 def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
@@ -76,6 +90,28 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
     p.add_argument("--docs", type=Path, default=DOCS, help="markdown to update ('-' = none)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--report", type=Path, help="only render the table and docs from a results JSON")
+    scale = p.add_argument_group("scale scenarios (off unless named; may run outside CI)")
+    scale.add_argument(
+        "--scale-only", action="store_true", help="run only the scale scenarios named below"
+    )
+    scale.add_argument(
+        "--memory",
+        metavar="SIZES",
+        help="active runs per step, e.g. 1000,5000,10000: RSS, watches and calls per run",
+    )
+    scale.add_argument("--memory-step-limit", type=float, default=900.0, help="s per step")
+    scale.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="memory: also the top allocation sites per run (inflates the RSS it reports)",
+    )
+    scale.add_argument("--pools", type=int, default=0, help="WorkPools on two replicas, e.g. 100")
+    scale.add_argument("--pool-runs", type=int, default=10, help="runs per pool (0 = idle only)")
+    scale.add_argument("--pool-idle-seconds", type=float, default=120.0)
+    scale.add_argument("--pool-lease-seconds", type=int, default=15)
+    scale.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="e.g. 3600")
+    scale.add_argument("--soak-rate", type=float, default=1.0, help="runs/s")
+    scale.add_argument("--soak-crash-every", type=int, default=10, help="every n-th run crashes")
     args = p.parse_args(argv)
     if args.quick:
         plan = Plan(
@@ -117,6 +153,20 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
     plan.submit_concurrency = args.submit_concurrency
     plan.worker_ceiling_concurrency = args.worker_ceiling_concurrency or args.submit_concurrency
     plan.sqlite = args.sqlite
+    plan.scale_only = args.scale_only
+    plan.memory_sizes = [int(x) for x in (args.memory or "").split(",") if x]
+    plan.memory_step_limit = args.memory_step_limit
+    plan.tracemalloc = args.tracemalloc
+    plan.pools = args.pools
+    plan.pool_runs = args.pool_runs
+    plan.pool_idle_seconds = args.pool_idle_seconds
+    plan.pool_lease_seconds = args.pool_lease_seconds
+    plan.soak_seconds = args.soak
+    plan.soak_rate = args.soak_rate
+    plan.soak_crash_every = args.soak_crash_every
+    if plan.scale_only:
+        plan.sizes, plan.lean = [], False
+        plan.ceiling_jobs = plan.ceiling_claims = 0
     return plan, args
 
 
@@ -194,6 +244,11 @@ async def run(plan: Plan, w: World) -> dict[str, Any]:
     ours_profile = Profile(
         "default", poll_seconds=plan.poll_seconds, submit_concurrency=plan.submit_concurrency
     )
+    scale_results = await run_scale(plan, w, ours_profile, logdir)
+    if scale_results:
+        results["scale"] = scale_results
+    if plan.scale_only:
+        return results
     if "ours" in plan.subjects:
         results["subjects"]["ours"] = await measure_subject(
             w, Ours(w, ours_profile, logdir), plan, plan.sizes
@@ -214,11 +269,73 @@ async def run(plan: Plan, w: World) -> dict[str, Any]:
     return results
 
 
+async def run_scale(plan: Plan, w: World, profile: Profile, logdir: Path) -> dict[str, Any]:
+    """The scale scenarios that ``plan`` names (memory, pools, soak), each subject in turn."""
+    out: dict[str, Any] = {}
+    if plan.memory_sizes:
+        out["memory"] = {}
+        for label in plan.subjects:
+            trace_dir = w.workdir / f"tracemalloc-{label}" if plan.tracemalloc else None
+            subject: Subject
+            if label == "ours":
+                env = scale.tracemalloc_env(trace_dir) if trace_dir is not None else None
+                subject = Ours(w, profile, logdir, extra_env=env)
+            else:
+                subject = Upstream(w, plan.poll_seconds, logdir)
+                trace_dir = None  # the hook is only wired into our subprocess
+
+            async def one(s: Subject = subject, t: Path | None = trace_dir) -> dict[str, Any]:
+                async with scenarios.Session(w, s, "memory") as session:
+                    return await scale.memory(session, plan.memory_sizes, plan.memory_step_limit, t)
+
+            out["memory"][label] = await _guard(f"{label} memory", one())
+    if plan.pools:
+        out["pools"] = await _guard(
+            "pools",
+            scale.pools(
+                w,
+                plan.pools,
+                plan.pool_runs,
+                plan.pool_idle_seconds,
+                plan.pool_lease_seconds,
+                logdir,
+            ),
+        )
+        if "upstream" in plan.subjects:
+            out["pools_upstream_one_worker"] = await _guard(
+                "upstream idle", scale.upstream_idle(w, plan.pool_idle_seconds, logdir)
+            )
+    if plan.soak_seconds:
+        out["soak"] = {}
+        for label in plan.subjects:
+            subj: Subject = (
+                Ours(w, profile, logdir)
+                if label == "ours"
+                else Upstream(w, plan.poll_seconds, logdir)
+            )
+
+            async def soak_one(s: Subject = subj) -> dict[str, Any]:
+                async with scenarios.Session(w, s, "soak") as session:
+                    return await scale.soak(
+                        session,
+                        plan.soak_seconds,
+                        plan.soak_rate,
+                        plan.soak_crash_every,
+                        window=min(600.0, plan.soak_seconds / 6),
+                    )
+
+            out["soak"][label] = await _guard(f"{label} soak", soak_one())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     plan, args = parse(argv)
     if args.report:
         results = json.loads(args.report.read_text())
-        print(report.table(results))
+        if results["plan"].get("sizes"):
+            print(report.table(results))
+        if results.get("scale"):
+            print(report.scale_section(results))
         if str(args.docs) != "-":
             report.write_docs(args.docs, results)
         return 0
@@ -236,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_average_end"] = os.getloadavg()[0]
     meta["total_seconds"] = round(time.monotonic() - started)
     results["meta"] = meta
-    table = report.table(results)
-    print(table)
+    if plan.sizes:
+        print(report.table(results))
+    if results.get("scale"):
+        print(report.scale_section(results))
     raw = args.json or workdir / "results.json"
     raw.write_text(json.dumps(results, indent=2, default=str))
     print(f"raw results: {raw}", file=sys.stderr)

@@ -73,11 +73,19 @@ class Subject(Protocol):
 
 
 class Ours:
-    def __init__(self, world: World, profile: Profile, logdir: Path) -> None:
+    def __init__(
+        self,
+        world: World,
+        profile: Profile,
+        logdir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.world = world
         self.profile = profile
         self.label = "ours" if profile.name == "default" else f"ours-{profile.name}"
         self.logdir = logdir
+        self.extra_env = dict(extra_env or {})
+        """Added to the operator's environment (e.g. ``bench.tracehook``'s switch)."""
         self.op: OperatorProcess | None = None
 
     @property
@@ -119,6 +127,7 @@ class Ours:
                 "PJO_STATUS_INTERVAL_SECONDS": "5",
                 "PJO_LEASE_DURATION_SECONDS": "15",
                 "PJO_CANCEL_GRACE_SECONDS": "30",
+                **self.extra_env,
             },
         )
         self.op.start()
