@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -38,6 +39,23 @@ WEBHOOK_ID = "validate-workpool"
 """kopf serves the handler at ``/<id>``: the chart's ValidatingWebhookConfiguration path."""
 
 
+WATCH_ONLY_KINDS = frozenset({"Job", "Pod"})
+"""Kinds the operator only watches (``kopf.on.event``): no change handlers, no diff."""
+
+
+class WatchOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds every event's "essence" (a deep copy of the object) to detect changes,
+    also for kinds with event handlers only. Jobs and Pods skip it: profiled, it was about a
+    tenth of the operator's CPU in a 1000-run burst (two or more events per Job and Pod)."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        if body.get("kind") in WATCH_ONLY_KINDS:
+            return kopf.BodyEssence()
+        return super().build(body=body, extra_fields=extra_fields)
+
+
 def configure(
     settings: kopf.OperatorSettings, instance: str, workpool_selector: str | None = None
 ) -> None:
@@ -48,6 +66,8 @@ def configure(
     # who dispatches, so all replicas keep watching (and take over within a lease duration).
     settings.peering.standalone = True
     settings.persistence.finalizer = FINALIZER  # our own name: kubectl shows whose it is
+    # Jobs and Pods are only watched: kopf's change detection (a deep copy per event) is skipped.
+    settings.persistence.diffbase_storage = WatchOnlyDiffBase()
     # Watch only this install's Jobs and Pods, filtered by the API server, not in memory:
     # a cluster with thousands of foreign Pods costs nothing.
     selector = f"{LABEL_OPERATOR}={label_value(instance)}"
