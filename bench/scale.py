@@ -67,28 +67,47 @@ async def _snapshot(pid: int, trace_dir: Path, n: int) -> Path | None:
     return trace_dir / f"snapshot-{n}.pickle"
 
 
-def _top_growth(before: Path, after: Path, runs: int, top: int = 12) -> list[dict[str, Any]]:
-    """Allocation sites that grew most between two snapshots, in bytes per added run."""
+def _top_growth(before: Path, after: Path, runs: int, top: int = 10) -> list[dict[str, Any]]:
+    """Allocation sites that grew most between two snapshots, in bytes per added run.
+
+    Grouped by the innermost frame outside the standard library (the code that asked for
+    the memory: the operator, kopf, aiohttp, ...), so ``json`` or ``copy`` lines are charged
+    to their caller.
+    """
     with before.open("rb") as fh:
         s0: tracemalloc.Snapshot = pickle.load(fh)
     with after.open("rb") as fh:
         s1: tracemalloc.Snapshot = pickle.load(fh)
-    stats = s1.compare_to(s0, "lineno")
-    out = []
-    for st in stats[:top]:
-        frame = st.traceback[0]
-        where = f"{_short_path(frame.filename)}:{frame.lineno}"
-        out.append(
-            {
-                "where": where,
-                "bytes_per_run": round(st.size_diff / max(runs, 1)),
-                "blocks_per_run": round(st.count_diff / max(runs, 1), 2),
-            }
-        )
-    total0 = sum(st.size for st in s0.statistics("filename"))
-    total1 = sum(st.size for st in s1.statistics("filename"))
-    out.insert(0, {"where": "TOTAL traced", "bytes_per_run": round((total1 - total0) / runs)})
+    owners: dict[str, list[int]] = {}
+    for st in s1.compare_to(s0, "traceback"):
+        where = _owner(st.traceback)
+        acc = owners.setdefault(where, [0, 0])
+        acc[0] += st.size_diff
+        acc[1] += st.count_diff
+    ranked = sorted(owners.items(), key=lambda kv: -kv[1][0])[:top]
+    total = sum(v[0] for v in owners.values())
+    out: list[dict[str, Any]] = [{"where": "TOTAL traced", "bytes_per_run": round(total / runs)}]
+    out += [
+        {
+            "where": where,
+            "bytes_per_run": round(size / runs),
+            "blocks_per_run": round(count / runs, 2),
+        }
+        for where, (size, count) in ranked
+    ]
     return out
+
+
+def _owner(tb: tracemalloc.Traceback) -> str:
+    """The innermost frame that is not the standard library (or the innermost frame)."""
+    frames = list(reversed(tb))  # a Traceback lists the oldest frame first
+    for frame in frames:
+        name = frame.filename
+        if name.startswith("<"):
+            continue
+        if "/lib/python3" not in name or "site-packages" in name:
+            return f"{_short_path(name)}:{frame.lineno}"
+    return f"{_short_path(frames[0].filename)}:{frames[0].lineno}" if frames else "?"
 
 
 def _short_path(path: str) -> str:
