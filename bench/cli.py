@@ -54,6 +54,8 @@ class Plan:
     """Active runs per step of the memory scenario (e.g. 1000,5000,10000); empty = off."""
     memory_step_limit: float = 900.0
     tracemalloc: bool = False
+    memory_upstream: bool = True
+    """Measure upstream in the memory scenario too (it takes about 1 s per run)."""
     pools: int = 0
     """WorkPools of the many-pools scenario on two replicas; 0 = off."""
     pool_runs: int = 10
@@ -104,6 +106,9 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
         "--tracemalloc",
         action="store_true",
         help="memory: also the top allocation sites per run (inflates the RSS it reports)",
+    )
+    scale.add_argument(
+        "--no-upstream-memory", action="store_true", help="memory: our operator only"
     )
     scale.add_argument("--pools", type=int, default=0, help="WorkPools on two replicas, e.g. 100")
     scale.add_argument("--pool-runs", type=int, default=10, help="runs per pool (0 = idle only)")
@@ -157,6 +162,7 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, argparse.Namespace]:
     plan.memory_sizes = [int(x) for x in (args.memory or "").split(",") if x]
     plan.memory_step_limit = args.memory_step_limit
     plan.tracemalloc = args.tracemalloc
+    plan.memory_upstream = not args.no_upstream_memory
     plan.pools = args.pools
     plan.pool_runs = args.pool_runs
     plan.pool_idle_seconds = args.pool_idle_seconds
@@ -275,6 +281,8 @@ async def run_scale(plan: Plan, w: World, profile: Profile, logdir: Path) -> dic
     if plan.memory_sizes:
         out["memory"] = {}
         for label in plan.subjects:
+            if label == "upstream" and not plan.memory_upstream:
+                continue
             trace_dir = w.workdir / f"tracemalloc-{label}" if plan.tracemalloc else None
             subject: Subject
             if label == "ours":
