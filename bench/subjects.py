@@ -130,7 +130,9 @@ class Ours:
                 **self.extra_env,
             },
         )
-        self.op.start()
+        # Under tracemalloc the imports alone take minutes on a loaded machine.
+        self.op.start(wait=False)
+        self.op.wait_healthy(300 if self.extra_env else 60)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             out = self.world.cluster.kubectl(

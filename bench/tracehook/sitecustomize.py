@@ -28,5 +28,5 @@ def _dump(signum: int, frame: FrameType | None) -> None:
 
 
 if _DIR:
-    tracemalloc.start(int(os.environ.get("PJO_BENCH_TRACEMALLOC_FRAMES", "12")))
+    tracemalloc.start(int(os.environ.get("PJO_BENCH_TRACEMALLOC_FRAMES", "8")))
     signal.signal(signal.SIGUSR1, _dump)
