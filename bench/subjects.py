@@ -132,7 +132,7 @@ class Ours:
         )
         # Under tracemalloc the imports alone take minutes on a loaded machine.
         self.op.start(wait=False)
-        self.op.wait_healthy(300 if self.extra_env else 60)
+        self.op.wait_healthy(600 if self.extra_env else 60)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             out = self.world.cluster.kubectl(
