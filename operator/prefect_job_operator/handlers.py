@@ -85,7 +85,7 @@ def configure(
     settings.posting.level = logging.WARNING
     # At most 200 objects processed concurrently (default: unlimited): a burst of Pod
     # events from a big fan-out queues instead of spawning thousands of tasks.
-    settings.batching.worker_limit = 200
+    settings.queueing.worker_limit = 200
     # A deleted WorkPool's daemon stops in about a second (lease release, last events);
     # without this kopf re-checks it only after cancellation_timeout (15 s of deletion).
     settings.background.instant_exit_timeout = 5.0

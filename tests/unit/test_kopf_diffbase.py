@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import kopf
 
 from prefect_job_operator.handlers import WatchOnlyDiffBase, configure
 
 
-def _job() -> dict[str, object]:
+def _job() -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -25,9 +27,9 @@ def test_configure_installs_the_watch_only_diffbase() -> None:
 
 def test_jobs_and_pods_get_no_essence_workpools_keep_theirs() -> None:
     storage = WatchOnlyDiffBase()
-    assert storage.build(body=kopf.Body(_job())) == {}
+    assert storage.build(body=kopf.Body(cast(kopf.RawBody, _job()))) == {}
     pod = {**_job(), "apiVersion": "v1", "kind": "Pod"}
-    assert storage.build(body=kopf.Body(pod)) == {}
+    assert storage.build(body=kopf.Body(cast(kopf.RawBody, pod))) == {}
     workpool = {
         "apiVersion": "prefect-job-operator.dev/v1alpha1",
         "kind": "WorkPool",
@@ -35,6 +37,6 @@ def test_jobs_and_pods_get_no_essence_workpools_keep_theirs() -> None:
         "spec": {"poolName": "p"},
     }
     default = kopf.AnnotationsDiffBaseStorage()
-    essence = storage.build(body=kopf.Body(workpool))
-    assert essence == default.build(body=kopf.Body(workpool))
+    essence = storage.build(body=kopf.Body(cast(kopf.RawBody, workpool)))
+    assert essence == default.build(body=kopf.Body(cast(kopf.RawBody, workpool)))
     assert essence["spec"] == {"poolName": "p"}
