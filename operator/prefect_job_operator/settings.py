@@ -227,7 +227,10 @@ class OperatorSettings(BaseSettings):
         "sweep. Such a fault never crashes a run.",
     )
     status_interval_seconds: float = Field(
-        5.0, gt=0, description="Seconds between two writes of a WorkPool's status."
+        5.0,
+        gt=0,
+        description="Seconds between two checks of a WorkPool's status; it is written when it "
+        "changed, and at least once a minute.",
     )
     log_format: str = Field(
         "json", pattern="^(json|plain)$", description="Log format: `json` or `plain`."

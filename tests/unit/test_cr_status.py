@@ -11,8 +11,10 @@ from prefect_job_operator.api import conditions as c
 from prefect_job_operator.api.job_namespaces import NamespaceReport
 from prefect_job_operator.writeback.cr_status import (
     MAX_MESSAGE_LENGTH,
+    STATUS_REFRESH_SECONDS,
     rfc3339,
     set_condition,
+    status_due,
     status_patch,
 )
 from prefect_job_operator.writeback.outcomes import Condition, PoolReport, RunCounts
@@ -276,3 +278,18 @@ def test_live_pause_and_limit_reach_the_status_only_when_read() -> None:
     assert (patch["paused"], patch["concurrencyLimit"]) == (False, "Unlimited")
     unknown = status_patch(PoolReport(), previous={}, generation=1, now=now)
     assert "paused" not in unknown and "concurrencyLimit" not in unknown
+
+
+@pytest.mark.parametrize(
+    ("last", "since_last", "due"),
+    [
+        (None, 0.0, True),  # nothing written yet in this term
+        ({"counts": {"pending": 1}}, 1.0, True),  # changed
+        ({"counts": {"pending": 0}}, 1.0, False),  # unchanged, recent
+        ({"counts": {"pending": 0}}, STATUS_REFRESH_SECONDS, True),  # unchanged, refreshed
+    ],
+)
+def test_status_is_written_when_it_changed_or_once_a_minute(
+    last: dict[str, Any] | None, since_last: float, due: bool
+) -> None:
+    assert status_due({"counts": {"pending": 0}}, last, since_last) is due

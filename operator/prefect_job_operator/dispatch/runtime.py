@@ -108,6 +108,11 @@ class LoopState:
     """The existing Jobs and pods were listed once (restart safety)."""
     last_recovery_sweep: float | None = None
     recovery_sweeps_deferred: int = 0
+    last_status: dict[str, Any] | None = None
+    """The status this replica last wrote: conditions keep their transition times against it,
+    and an unchanged status is not written again until `cr_status.STATUS_REFRESH_SECONDS`
+    after `last_status_at` (None: write at once, as at the start of a term)."""
+    last_status_at: datetime | None = None
 
 
 @dataclass

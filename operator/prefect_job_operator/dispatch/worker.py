@@ -43,7 +43,7 @@ from prefect_job_operator.prefect_api.errors import (
 )
 from prefect_job_operator.rendering import default_job_namespace
 from prefect_job_operator.tracking.runs import InfrastructurePending
-from prefect_job_operator.writeback.cr_status import status_patch
+from prefect_job_operator.writeback.cr_status import status_due, status_patch
 from prefect_job_operator.writeback.outcomes import Condition, PoolReport, RunCounts
 
 log = logging.getLogger(__name__)
@@ -121,18 +121,25 @@ def report(pool: Pool) -> PoolReport:
 
 async def write_status(pool: Pool) -> None:
     cfg, metrics = pool.cfg, pool.ports.metrics
-    rep = report(pool)
-    patch = status_patch(
-        rep, previous=cfg.body.get("status") or {}, generation=cfg.generation, now=clock.now()
-    )
+    rep, moment, state = report(pool), clock.now(), pool.state
+    # Conditions keep their lastTransitionTime against the status this replica last wrote
+    # (the body's status is as old as the pool's daemon).
+    previous = state.last_status or cfg.body.get("status") or {}
+    patch = status_patch(rep, previous=previous, generation=cfg.generation, now=moment)
     metrics.runs_by_state.set(rep.counts.pending, *cfg.metric_labels, "pending")
     metrics.runs_by_state.set(rep.counts.running, *cfg.metric_labels, "running")
     ready: dict[str, Any] = next((x for x in patch["conditions"] if x["type"] == c.READY), {})
     metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, *cfg.metric_labels)
+    if state.last_status_at is not None and not status_due(
+        patch, state.last_status, (moment - state.last_status_at).total_seconds()
+    ):
+        return
     try:
         await pool.ports.kube.patch_status(GROUP, VERSION, PLURAL, cfg.namespace, cfg.name, patch)
     except KubeError as exc:
         log.warning("Writing the status of WorkPool %s failed: %s", cfg.key, exc)
+        return
+    state.last_status, state.last_status_at = patch, moment
 
 
 async def _every(
@@ -407,6 +414,7 @@ def _start_term(pool: Pool) -> Telemetry:
     telemetry.pod_events_enabled = w.pod_events
     pool.ports.telemetry = telemetry
     pool.state.last_recovery_sweep = None  # a new term starts with a recovery sweep
+    pool.state.last_status_at = None  # and writes its status at once
     pool.table.new_term()
     return telemetry
 

@@ -163,6 +163,17 @@ def _ready(report: PoolReport, facets: Mapping[str, Condition]) -> Condition:
     return Condition(None, c.REASON_PENDING, "Waiting for the first sync and poll.")
 
 
+# An unchanged status is written again this often: a status edited by hand, or written by a
+# replica that lost the lease, is corrected within a minute without a write every interval.
+STATUS_REFRESH_SECONDS = 60.0
+
+
+def status_due(patch: Mapping[str, Any], last: Mapping[str, Any] | None, since_last: float) -> bool:
+    """Whether `patch` must be written: it differs from the last one written, or that one is
+    `STATUS_REFRESH_SECONDS` old (an idle pool's status otherwise costs a write every 5 s)."""
+    return last is None or patch != last or since_last >= STATUS_REFRESH_SECONDS
+
+
 def status_patch(
     report: PoolReport,
     *,
