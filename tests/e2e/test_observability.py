@@ -3,6 +3,7 @@ prometheus-client metrics with namespace/workpool labels, and a deleted pool's s
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -96,3 +97,21 @@ async def test_metrics_are_prometheus_client_labelled_and_removed_with_the_pool(
 
     await eventually("the deleted WorkPool's series to be removed", gone, 30, 1.0)
     assert "process_resident_memory_bytes" in e2e.operator.metrics()
+
+
+async def test_ready_keeps_its_transition_time_while_the_status_is_rewritten(e2e: E2E) -> None:
+    """`kubectl describe wp` says since when a pool is Ready: each status write used to stamp
+    the conditions anew (they were compared with the body the pool started with)."""
+    e2e.apply_workpool({"worker": fast_worker()})
+    e2e.operator.start()
+    ready = await wait_ready(e2e)
+    first_poll = e2e.workpool_status()["lastPollTime"]
+
+    async def rewritten() -> dict[str, object] | None:
+        status = e2e.workpool_status()
+        return status if status["lastPollTime"] > first_poll else None  # RFC 3339, UTC
+
+    await eventually("a later status write", rewritten, 30)
+    await asyncio.sleep(3)  # a few more writes (polls every second)
+    assert e2e.condition("Ready")["lastTransitionTime"] == ready["lastTransitionTime"]
+    assert e2e.condition("Ready")["status"] == "True"
