@@ -7,6 +7,7 @@ stale series behind. Each `Metrics` has its own registry (tests build many).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import prometheus_client
@@ -203,6 +204,13 @@ class Metrics:
             "last_poll_timestamp_seconds", "Unix time of the last successful poll."
         )
         self.leader = self._gauge("pool_leader", "1 when this replica holds the pool's Lease.")
+        self.tracked_runs = self._gauge(
+            "tracked_runs", "Runs in the pool's run table (Jobs and pods it still follows)."
+        )
+        # A soak's leak check: tasks must not grow once runs finish (read at each scrape).
+        _PromGauge(
+            f"{PREFIX}_asyncio_tasks", "asyncio tasks of the operator.", registry=self.registry
+        ).set_function(_asyncio_tasks)
 
     def on_api_request(self, method: str, route: str, status: int | None, seconds: float) -> None:
         """Hook handed to the Prefect client."""
@@ -217,3 +225,11 @@ class Metrics:
     def render(self) -> str:
         """The text exposition format."""
         return generate_latest(self.registry).decode()
+
+
+def _asyncio_tasks() -> float:
+    """Tasks of the running event loop (the metrics endpoint is served on it); 0 outside one."""
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0

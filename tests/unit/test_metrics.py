@@ -3,6 +3,8 @@ removed, process and GC metrics present; checked with prometheus_client's own pa
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from prefect_job_operator.metrics import LATENCY_BUCKETS, Metrics
@@ -27,6 +29,8 @@ FAMILIES = {
     f"{P}_pool_ready": "gauge",
     f"{P}_last_poll_timestamp_seconds": "gauge",
     f"{P}_pool_leader": "gauge",
+    f"{P}_tracked_runs": "gauge",
+    f"{P}_asyncio_tasks": "gauge",
 }
 
 
@@ -83,7 +87,7 @@ def test_process_and_gc_metrics_come_for_free() -> None:
 
 def test_pool_series_have_namespace_and_workpool_labels() -> None:
     for name, labels, _ in samples(exercised().render()):
-        if name.startswith(P) and "route" not in labels:
+        if name.startswith(P) and "route" not in labels and name != f"{P}_asyncio_tasks":
             assert labels["namespace"] in ("team-a", "team-b"), (name, labels)
             assert labels["workpool"] == "etl", (name, labels)
             assert "pool" not in labels and "key" not in labels
@@ -122,3 +126,20 @@ def test_gauge_value_reads_back() -> None:
     assert m.pool_ready.value("ns", "wp") is None
     m.pool_ready.set(1.0, "ns", "wp")
     assert m.pool_ready.value("ns", "wp") == 1.0
+
+
+async def test_the_asyncio_task_count_is_read_at_each_scrape() -> None:
+    """The soak's leak check: tasks of the running loop, counted when scraped."""
+
+    def scraped() -> float:
+        families = text_string_to_metric_families(Metrics().render())
+        (sample,) = next(f for f in families if f.name == f"{P}_asyncio_tasks").samples
+        return sample.value
+
+    before = scraped()
+    blocker = asyncio.Event()
+    tasks = [asyncio.create_task(blocker.wait()) for _ in range(3)]
+    assert scraped() == before + 3
+    blocker.set()
+    await asyncio.gather(*tasks)
+    assert scraped() == before

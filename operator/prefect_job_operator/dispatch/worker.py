@@ -128,6 +128,7 @@ async def write_status(pool: Pool) -> None:
     patch = status_patch(rep, previous=previous, generation=cfg.generation, now=moment)
     metrics.runs_by_state.set(rep.counts.pending, *cfg.metric_labels, "pending")
     metrics.runs_by_state.set(rep.counts.running, *cfg.metric_labels, "running")
+    metrics.tracked_runs.set(len(pool.table), *cfg.metric_labels)
     ready: dict[str, Any] = next((x for x in patch["conditions"] if x["type"] == c.READY), {})
     metrics.pool_ready.set(1.0 if ready.get("status") == "True" else 0.0, *cfg.metric_labels)
     if state.last_status_at is not None and not status_due(
