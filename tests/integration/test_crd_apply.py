@@ -16,7 +16,7 @@ import yaml
 
 from prefect_job_operator.api import crdgen, v1alpha1
 from prefect_job_operator.writeback.cr_status import status_patch
-from prefect_job_operator.writeback.outcomes import PoolReport, RunCounts
+from prefect_job_operator.writeback.outcomes import Condition, PoolReport, RunCounts
 from tests.infra.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -154,9 +154,9 @@ def test_status_keeps_kopf_fields_and_accepts_our_patch(crd: Cluster, k8s_namesp
         lease_holder="pjo-0",
         pool_paused=True,
         pool_concurrency_limit="Unlimited",
-        api_reachable=True,
-        pool_synced=True,
-        polling_ok=True,
+        api=Condition(True),
+        sync=Condition(True),
+        poll=Condition(True),
         last_poll_time=now,
         last_heartbeat_time=now,
         counts=RunCounts(pending=1, running=2, submitted=3),
