@@ -250,7 +250,10 @@ def _cells(r: Row) -> list[str]:
 def table(results: dict[str, Any]) -> str:
     body = [_cells(r) for r in rows(results)]
     widths = [max(len(line[i]) for line in [HEADER, *body]) for i in range(len(HEADER))]
-    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+
     return "\n".join([fmt(HEADER), fmt(["-" * w for w in widths]), *(fmt(b) for b in body)])
 
 

@@ -30,9 +30,10 @@ async def eventually(
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
+        value = await probe()
+        if value:
+            return value
+        last = value
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 

@@ -57,7 +57,7 @@ async def test_workpool_ready_and_three_runs_become_jobs(e2e: E2E, measure: Meas
 
         async def labelled(run_id: str = run_id) -> str | None:
             labels = (await e2e.flow_run(run_id)).get("labels") or {}
-            return labels.get("prefect.worker.name")  # type: ignore[no-any-return]
+            return labels.get("prefect.worker.name")
 
         # the worker labels trail the Job (written beside the pid, off the dispatch path)
         assert await eventually("worker labels", labelled, 10) == status["workerName"]
@@ -127,7 +127,8 @@ async def test_pending_pod_times_out_with_diagnosis(e2e: E2E) -> None:
     )
 
     async def infrastructure_pending() -> bool:
-        return (await e2e.flow_run(unschedulable))["state"]["name"] == "InfrastructurePending"
+        state = (await e2e.flow_run(unschedulable))["state"]
+        return bool(state["name"] == "InfrastructurePending")
 
     await eventually("InfrastructurePending while the pod waits", infrastructure_pending, 15)
     run = await e2e.wait_state(unschedulable, "CRASHED", timeout=30)

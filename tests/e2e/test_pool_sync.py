@@ -40,7 +40,7 @@ async def test_spec_changes_and_drift_are_applied_to_the_prefect_pool(e2e: E2E) 
     await ps.call(e2e.http, "PATCH", f"/work_pools/{e2e.pool}", {"concurrency_limit": 1})
 
     async def restored() -> bool:
-        return (await e2e.pool_json())["concurrency_limit"] == 7
+        return bool((await e2e.pool_json())["concurrency_limit"] == 7)
 
     await eventually("drift corrected", restored, 30, interval=1.0)
 

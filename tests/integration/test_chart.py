@@ -105,7 +105,7 @@ def kinds(objects: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return c
+    return dict(c)
 
 
 def env_of(objects: list[dict[str, Any]]) -> dict[str, Any]:

@@ -37,7 +37,9 @@ async def test_secret_and_configmap_keys(kube: Kube, k8s_namespace: str) -> None
     )
     await kube._json(
         kube.core.create_namespaced_config_map(
-            ns, {"metadata": {"name": "conf"}, "data": {"url": "http://x"}}, _preload_content=False
+            ns,
+            {"metadata": {"name": "conf"}, "data": {"url": "http://x"}},  # type: ignore[arg-type]
+            _preload_content=False,
         )
     )
     assert await kube.read_secret_value(ns, "creds", "token") == "s3cret"
