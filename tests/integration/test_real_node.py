@@ -192,6 +192,7 @@ def test_pod_reaches_loopback_server_via_node_address_and_nothing_else(
         pod = _run_pod(node_cluster, k8s_namespace_real, _pod("host", ["sh", "-c", script]))
     finally:
         server.shutdown()
+        server.server_close()
     logs = node_cluster.kubectl("logs", "-n", k8s_namespace_real, "host").stdout
     assert _terminated(pod)["exitCode"] == 0, logs
     assert logs.startswith("from-the-host\n")
