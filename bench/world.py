@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from tests.infra.cluster import free_port, kill_group, wait_for
+from tests.infra.cluster import free_port, kill_group, wait_crd_established, wait_for
 from tests.infra.prefect_server import PrefectServer, start_postgres, start_prefect_server
 
 from bench.kube import AuditedCluster, AuditLog, subject_kubeconfig
@@ -98,9 +98,7 @@ def world(
         stack.callback(cluster.stop)
         cluster.start()
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "crd/workpools.prefect-job-operator.dev"
-        )
+        wait_crd_established(cluster, "workpools.prefect-job-operator.dev")
         kubeconfig = subject_kubeconfig(cluster, workdir / "subject.kubeconfig")
         database_url = None
         if not sqlite:

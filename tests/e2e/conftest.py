@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.harness import E2E
 from tests.infra import prefect_setup as ps
-from tests.infra.cluster import LocalCluster
+from tests.infra.cluster import LocalCluster, wait_crd_established
 from tests.infra.prefect_server import PrefectServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,12 +20,7 @@ CRD = REPO_ROOT / "crds" / "workpools.prefect-job-operator.dev.yaml"
 @pytest.fixture(scope="session")
 def workpool_crd(k8s_cluster: LocalCluster) -> LocalCluster:
     k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    k8s_cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/workpools.prefect-job-operator.dev",
-        "--timeout=60s",
-    )
+    wait_crd_established(k8s_cluster, "workpools.prefect-job-operator.dev")
     return k8s_cluster
 
 

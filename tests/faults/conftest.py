@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.harness import E2E
 from tests.infra import prefect_setup as ps
-from tests.infra.cluster import LocalCluster, wait_for
+from tests.infra.cluster import LocalCluster, wait_crd_established, wait_for
 from tests.infra.operator_process import OperatorProcess
 from tests.infra.prefect_server import PrefectServer
 from tests.infra.tcp_proxy import TcpProxy, kubeconfig_via
@@ -29,12 +29,7 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
     cluster = LocalCluster(tmp_path_factory.mktemp("k8s-faults"), kwok_nodes=1).start()
     try:
         cluster.kubectl("apply", "--server-side", "-f", str(CRD))
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/workpools.prefect-job-operator.dev",
-            "--timeout=60s",
-        )
+        wait_crd_established(cluster, "workpools.prefect-job-operator.dev")
         yield cluster
     finally:
         cluster.stop()

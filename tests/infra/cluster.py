@@ -166,6 +166,18 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last_error!r})")
 
 
+def wait_crd_established(cluster: Cluster, name: str, timeout: float = 60.0) -> None:
+    """Wait for a CRD's Established condition. Not `kubectl wait --for=condition=...`: right
+    after an apply it fails at once while the CRD has no conditions yet ("accessor error")."""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established() -> bool:
+        got = cluster.kubectl("get", "crd", name, "-o", f"jsonpath={jsonpath}", check=False)
+        return got.returncode == 0 and got.stdout.strip() == "True"
+
+    wait_for(f"CRD {name} Established", established, timeout, 0.2)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of one process, 0 if it is gone."""
     try:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.infra.cluster import Cluster, LocalCluster, wait_for
+from tests.infra.cluster import Cluster, LocalCluster, wait_crd_established, wait_for
 from tests.integration.k8s_helpers import apply, get, job, job_condition, job_pod
 
 pytestmark = pytest.mark.cluster
@@ -63,9 +63,7 @@ def test_crd_cel_rule_rejects_invalid_and_accepts_valid(
     k8s_cluster: Cluster, k8s_namespace: str
 ) -> None:
     apply(k8s_cluster, CEL_CRD)
-    k8s_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/celwidgets.test.pjo.dev", "--timeout=30s"
-    )
+    wait_crd_established(k8s_cluster, "celwidgets.test.pjo.dev", 30)
 
     def widget(name: str, lo: int, hi: int) -> str:
         obj = {

@@ -17,7 +17,7 @@ import yaml
 from prefect_job_operator.api import crdgen, v1alpha1
 from prefect_job_operator.writeback.cr_status import status_patch
 from prefect_job_operator.writeback.outcomes import Condition, PoolReport, RunCounts
-from tests.infra.cluster import Cluster, wait_for
+from tests.infra.cluster import Cluster, wait_crd_established, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -31,9 +31,7 @@ INVALID = sorted((ROOT / "examples" / "invalid").glob("*.yaml"))
 def crd(k8s_cluster: Cluster) -> Cluster:
     """The committed CRD applied and Established (idempotent if another test installed it)."""
     k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    k8s_cluster.kubectl(
-        "wait", "--for=condition=Established", f"crd/{v1alpha1.CRD_NAME}", "--timeout=60s"
-    )
+    wait_crd_established(k8s_cluster, v1alpha1.CRD_NAME)
     # Discovery and the published OpenAPI lag a moment behind Established.
     wait_for(
         "workpools in discovery",
