@@ -413,17 +413,20 @@ async def soak(
                 _ts(run["state"]["state_details"]["scheduled_time"]), _ts(run["created"])
             )
 
+        def take_sample() -> None:
+            s = procs.sample(subject.pid)
+            samples.append(
+                {
+                    "t": round(time.time() - t_start),
+                    "rss_mib": round(s.rss_bytes / 2**20, 1),
+                    "sockets": _open_connections(subject.pid),
+                    "metrics": _gauges(subject),
+                }
+            )
+
         async def sampler() -> None:
             while True:
-                s = procs.sample(subject.pid)
-                samples.append(
-                    {
-                        "t": round(time.time() - t_start),
-                        "rss_mib": round(s.rss_bytes / 2**20, 1),
-                        "sockets": _open_connections(subject.pid),
-                        "metrics": _gauges(subject),
-                    }
-                )
+                take_sample()
                 await asyncio.sleep(30)
 
         async with NamespaceWatch(world.cluster, sc.ns) as watch:
@@ -432,15 +435,7 @@ async def soak(
                 await _at_rate(rate, count, make)
                 await _wait("soak Jobs", lambda: due.keys() <= watch.seen.job_seen.keys(), 60)
                 await asyncio.sleep(60)  # the last runs finish
-                s = procs.sample(subject.pid)
-                samples.append(
-                    {
-                        "t": round(time.time() - t_start),
-                        "rss_mib": round(s.rss_bytes / 2**20, 1),
-                        "sockets": _open_connections(subject.pid),
-                        "metrics": _gauges(subject),
-                    }
-                )
+                take_sample()
             finally:
                 task.cancel()
             latency = {
